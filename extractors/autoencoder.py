@@ -1,0 +1,214 @@
+"""The AE-CFE two-decoder group-norm autoencoder (METHODS §1.4–1.5, reference ``marrlab/AE-CFE`` ``model.py``).
+
+Data flow for one cell (shapes per sample, batch dimension B in front)::
+
+    roi (256,14,14) --scale_roi_features--> h (256,14,14) in [-1, 1]
+    h --encoder--> z (bottleneck,)            tanh code, the cell embedding
+    z --feature decoder--> ĥ (256,14,14)      tanh, compared with h (MSE)
+    ĥ --image decoder--> r̂ (3,128,128)        sigmoid, compared with the crop r/255 (1 - SSIM)
+
+The image decoder reads the *reconstructed* features ĥ, not z (two-stage decoding, as the reference code).
+All convolutions have padding 0 and a bias. Encoder blocks are Conv -> ReLU -> GroupNorm (activation first).
+
+Group normalisation (``AutoencoderConfig.group_norm``):
+
+* ``"chunk"`` (default, faithful): :class:`ChunkGroupNorm`, the reference's custom GN. Layer 1 has 32 groups on
+  200 channels, so the 28,800 values of a sample are cut into 32 contiguous chunks of 900 (6.25 channels each);
+  variance is the unbiased one.
+* ``"torch"``: :class:`torch.nn.GroupNorm` everywhere (biased variance) with 40 groups on layer 1 (5 channels per
+  group), the library alternative of METHODS §8.1. It holds parameters of the same names and shapes, so a
+  checkpoint loads into either variant.
+
+The default is the faithful ``"chunk"``; the speed and training figures of both variants are measured by
+``aecfe/cli/benchmark_autoencoder.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aecfe.errors import InputError
+
+ROI_SHAPE = (256, 14, 14)
+CROP_SHAPE = (3, 128, 128)
+INPUT_SCALINGS = ("minmax", "none")
+GROUP_NORMS = ("chunk", "torch")
+
+# (in, out, kernel, stride, groups of the faithful GN, groups of the nn.GroupNorm variant) per encoder block.
+_ENCODER_BLOCKS = (
+    (256, 200, 3, 1, 32, 40),
+    (200, 150, 3, 2, 30, 30),
+    (150, 100, 3, 1, 10, 10),
+    (100, 70, 2, 1, 10, 10),
+    (70, 60, 2, 1, 20, 20),
+)
+
+
+def scale_roi_features(features: Tensor, mode: str = "minmax") -> Tensor:
+    """Scale RoI features (B, 256, 14, 14) to the autoencoder input h, returned as float32 of the same shape.
+
+    * ``"minmax"`` (reference, METHODS §1.4): per sample, h = 2·(f − min f)/(max f − min f) − 1 over the whole
+      256×14×14 tensor, so each sample spans [−1, 1]. A constant sample (max = min) maps to all zeros.
+    * ``"none"``: f unchanged (only cast to float32).
+    """
+    if mode not in INPUT_SCALINGS:
+        raise InputError(f"unknown input scaling {mode!r}; expected one of {INPUT_SCALINGS}")
+    features = features.float()
+    if mode == "none":
+        return features
+    flat = features.flatten(1)
+    low = flat.amin(dim=1, keepdim=True)
+    span = flat.amax(dim=1, keepdim=True) - low
+    scaled = torch.where(span > 0, 2 * (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny) - 1, 0.0)
+    return scaled.view_as(features)
+
+
+class ChunkGroupNorm(nn.Module):
+    """The reference's group norm: normalise G contiguous chunks of each sample's flattened C×H×W values.
+
+    For x of shape (B, C, H, W): view each sample as G chunks of C·H·W/G values, normalise each chunk with its
+    own mean and **unbiased** variance, y = (x − mean)/sqrt(var + eps), then apply a per-channel affine
+    γ_c·y + β_c (γ = 1, β = 0 at init). Unlike :class:`torch.nn.GroupNorm`, C need not be divisible by G
+    (only C·H·W must be), so a chunk may straddle channels. Parameters are named and shaped as nn.GroupNorm's
+    (``weight``, ``bias``: (C,)).
+
+    Example:
+        >>> norm = ChunkGroupNorm(200, 32)
+        >>> norm(torch.randn(2, 200, 12, 12)).shape
+        torch.Size([2, 200, 12, 12])
+    """
+
+    def __init__(self, num_channels: int, num_groups: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_channels = num_channels
+        self.num_groups = num_groups
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, channels, height, width = x.shape
+        if channels != self.num_channels or (channels * height * width) % self.num_groups:
+            raise ValueError(f"ChunkGroupNorm({self.num_channels}, {self.num_groups}) cannot normalise an input "
+                             f"of shape {tuple(x.shape)}: C·H·W must be divisible by the number of groups")
+        chunks = x.reshape(batch, self.num_groups, -1)
+        var, mean = torch.var_mean(chunks, dim=-1, correction=1, keepdim=True)
+        normalised = ((chunks - mean) * torch.rsqrt(var + self.eps)).view_as(x)
+        return normalised * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, num_groups={self.num_groups}, eps={self.eps}"
+
+
+@dataclass
+class AutoencoderConfig:
+    """Hyper-parameters of :class:`AECFEAutoencoder`; JSON-serialisable (checkpoints, HDF5 store attributes).
+
+    bottleneck: size of the code z (reference 50; the thesis studied 5 … 1000).
+    group_norm: ``"chunk"`` (faithful :class:`ChunkGroupNorm`) or ``"torch"`` (nn.GroupNorm, 40 groups on layer 1).
+    input_scaling: how RoI features become h, see :func:`scale_roi_features`.
+    """
+
+    bottleneck: int = 50
+    group_norm: str = "chunk"
+    input_scaling: str = "minmax"
+
+    def __post_init__(self):
+        if not isinstance(self.bottleneck, int) or self.bottleneck < 1:
+            raise InputError(f"bottleneck must be a positive integer, got {self.bottleneck!r}")
+        if self.group_norm not in GROUP_NORMS:
+            raise InputError(f"unknown group_norm {self.group_norm!r}; expected one of {GROUP_NORMS}")
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise InputError(f"unknown input_scaling {self.input_scaling!r}; expected one of {INPUT_SCALINGS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "AutoencoderConfig":
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InputError(f"unknown autoencoder config keys {sorted(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "AutoencoderConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def _encoder(config: AutoencoderConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for in_ch, out_ch, kernel, stride, chunk_groups, torch_groups in _ENCODER_BLOCKS:
+        norm = (ChunkGroupNorm(out_ch, chunk_groups) if config.group_norm == "chunk"
+                else nn.GroupNorm(torch_groups, out_ch))
+        layers += [nn.Conv2d(in_ch, out_ch, kernel, stride), nn.ReLU(), norm]
+    layers += [nn.Conv2d(60, config.bottleneck, 1), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def _feature_decoder(bottleneck: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.ConvTranspose2d(bottleneck, 150, 5), nn.ReLU(),        # 150×5×5
+        nn.ConvTranspose2d(150, 200, 4, stride=2), nn.ReLU(),     # 200×12×12
+        nn.ConvTranspose2d(200, 256, 3), nn.Tanh(),               # 256×14×14
+    )
+
+
+def _image_decoder() -> nn.Sequential:
+    return nn.Sequential(
+        nn.ConvTranspose2d(256, 200, 5, stride=2), nn.ReLU(),     # 200×31×31
+        nn.ConvTranspose2d(200, 180, 3, stride=2), nn.ReLU(),     # 180×63×63
+        nn.ConvTranspose2d(180, 150, 3, stride=2), nn.ReLU(),     # 150×127×127
+        nn.ConvTranspose2d(150, 128, 2), nn.ReLU(),               # 128×128×128
+        nn.ConvTranspose2d(128, 3, 1), nn.Sigmoid(),              # 3×128×128
+    )
+
+
+class AECFEAutoencoder(nn.Module):
+    """AE-CFE autoencoder: h (B,256,14,14) -> z (B,bottleneck), ĥ (B,256,14,14), r̂ (B,3,128,128).
+
+    ``forward(h)`` returns (z, ĥ, r̂); ``encode(h)`` returns z only (the image decoder, ~97 % of the compute,
+    is skipped). h is the *scaled* input: use :meth:`scale_input` on raw RoI features first.
+
+    Example:
+        >>> model = AECFEAutoencoder(AutoencoderConfig(bottleneck=50))
+        >>> h = model.scale_input(torch.randn(2, 256, 14, 14))
+        >>> [tuple(t.shape) for t in model(h)]
+        [(2, 50), (2, 256, 14, 14), (2, 3, 128, 128)]
+    """
+
+    def __init__(self, config: AutoencoderConfig | None = None):
+        super().__init__()
+        self.config = config or AutoencoderConfig()
+        self.encoder = _encoder(self.config)
+        self.feature_decoder = _feature_decoder(self.config.bottleneck)
+        self.image_decoder = _image_decoder()
+
+    def scale_input(self, roi: Tensor) -> Tensor:
+        """Raw RoI features (B,256,14,14) -> h, per ``config.input_scaling``."""
+        return scale_roi_features(roi, self.config.input_scaling)
+
+    def encode(self, h: Tensor) -> Tensor:
+        """h (B,256,14,14) -> z (B,bottleneck)."""
+        return self.encoder(h).flatten(1)
+
+    def decode_features(self, z: Tensor) -> Tensor:
+        """z (B,bottleneck) -> ĥ (B,256,14,14)."""
+        return self.feature_decoder(z[:, :, None, None])
+
+    def decode_image(self, h_hat: Tensor) -> Tensor:
+        """ĥ (B,256,14,14) -> r̂ (B,3,128,128) in (0, 1)."""
+        return self.image_decoder(h_hat)
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z = self.encode(h)
+        h_hat = self.decode_features(z)
+        return z, h_hat, self.decode_image(h_hat)
