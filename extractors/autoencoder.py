@@ -105,8 +105,29 @@ class ChunkGroupNorm(nn.Module):
         return f"{self.num_channels}, num_groups={self.num_groups}, eps={self.eps}"
 
 
+class JsonConfig:
+    """Mixin for flat dataclass configs: JSON-safe dict round trip that rejects unknown keys."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InputError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+
 @dataclass
-class AutoencoderConfig:
+class AutoencoderConfig(JsonConfig):
     """Hyper-parameters of :class:`AECFEAutoencoder`; JSON-serialisable (checkpoints, HDF5 store attributes).
 
     bottleneck: size of the code z (reference 50; the thesis studied 5 … 1000).
@@ -125,23 +146,6 @@ class AutoencoderConfig:
             raise InputError(f"unknown group_norm {self.group_norm!r}; expected one of {GROUP_NORMS}")
         if self.input_scaling not in INPUT_SCALINGS:
             raise InputError(f"unknown input_scaling {self.input_scaling!r}; expected one of {INPUT_SCALINGS}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "AutoencoderConfig":
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise InputError(f"unknown autoencoder config keys {sorted(unknown)}")
-        return cls(**values)
-
-    @classmethod
-    def from_json(cls, text: str) -> "AutoencoderConfig":
-        return cls.from_dict(json.loads(text))
 
 
 def _encoder(config: AutoencoderConfig) -> nn.Sequential:

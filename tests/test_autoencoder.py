@@ -87,7 +87,7 @@ def test_minmax_scaling_maps_each_sample_to_minus_one_one():
 def test_config_round_trips_through_json_and_rejects_bad_values():
     config = AutoencoderConfig(bottleneck=10, group_norm="torch", input_scaling="none")
     assert AutoencoderConfig.from_json(config.to_json()) == config
-    with pytest.raises(InputError, match="unknown autoencoder config keys"):
+    with pytest.raises(InputError, match="unknown AutoencoderConfig keys"):
         AutoencoderConfig.from_dict({"bottleneck": 10, "depth": 3})
     with pytest.raises(InputError, match="bottleneck"):
         AutoencoderConfig(bottleneck=0)

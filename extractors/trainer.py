@@ -1,0 +1,462 @@
+"""Training and encoding for the AE-CFE autoencoder (METHODS §1.7).
+
+* :class:`RoiCropDataset` — cells in memory: RoI features (N,256,14,14) float, crops (N,3,128,128) uint8,
+  domain ids (N,) int.
+* :class:`DomainBatchSampler` — shuffled or domain-balanced batches, the same global order on every process.
+* :class:`AutoencoderTrainer` — Adam (lr 1e-3), :class:`~extractors.losses.AECFELoss`, per-step loss logs
+  (``losses.jsonl`` + ``logging``), tqdm progress, reconstruction grids (PNG), checkpoints and resume,
+  data-parallel training under ``torchrun``.
+* :func:`encode_dataset` — codes z for RoI features in batches (eval mode, inference mode).
+
+Speed (the image decoder is ~97 % of a step): the image decoder runs forward *and backward* in micro-batches of
+``image_chunk_size`` cells. The cheap part (encoder, feature decoder, alignment on the whole batch) runs once; the
+gradient of the image term w.r.t. ĥ is collected chunk by chunk and then pushed through the cheap part. The loss
+and the gradients are those of the whole batch (the SSIM mean is a size-weighted mean of the chunk means), but
+peak memory scales with the chunk, not the batch (batch 500 at once needs ~20 GB on CPU), and the small tensors
+avoid glibc's fresh zeroed pages for every large allocation (see :func:`tune_cpu_allocator`). Weights and
+activations are channels-last (oneDNN's fast layout for these transposed convolutions). Measured figures are in
+``aecfe/cli/benchmark_autoencoder.py``'s docstring.
+
+Data parallel (``torchrun``, gloo on CPU / nccl on GPU): every process takes its share of each global batch
+(:class:`DomainBatchSampler`), the codes z of all processes are gathered **with gradient**
+(``torch.distributed._functional_collectives.all_gather_single``, which PyTorch 2.13 names as the replacement of
+the deprecated ``torch.distributed.nn.functional.all_gather``; its backward sums the gradients of each process's
+share) so the alignment statistics cover the global batch as under the reference's ``nn.DataParallel``, and the parameter gradients are averaged by all-reduce after the backward pass.
+The result equals one process training on the global batch (tested). The ``DistributedDataParallel`` wrapper is
+not used because its reducer allows one backward pass per forward, and the micro-batched image decoder runs
+several.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import math
+import os
+import pickle
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from aecfe.errors import InputError
+from extractors.autoencoder import CROP_SHAPE, ROI_SHAPE, AECFEAutoencoder, AutoencoderConfig, JsonConfig
+from extractors.losses import AECFELoss
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "aecfe-autoencoder-checkpoint/1"
+
+
+class RoiCropDataset:
+    """Cells in memory: ``roi`` (N,256,14,14) float16/32, ``crops`` (N,3,128,128) uint8, ``domains`` (N,) ints.
+
+    numpy arrays or tensors; they are not copied. ``batch(indices)`` returns (roi float32, crops uint8,
+    domains int64) tensors for those rows. Domain ids are 0 … n_domains−1.
+    """
+
+    def __init__(self, roi, crops, domains):
+        self.roi = torch.as_tensor(roi)
+        self.crops = torch.as_tensor(crops)
+        self.domains = torch.as_tensor(domains).long()
+        n = len(self.roi)
+        if tuple(self.roi.shape[1:]) != ROI_SHAPE or not self.roi.is_floating_point():
+            raise InputError(f"RoI features must be float (N, 256, 14, 14), got {self.roi.dtype} "
+                             f"{tuple(self.roi.shape)}")
+        if tuple(self.crops.shape[1:]) != CROP_SHAPE or self.crops.dtype != torch.uint8:
+            raise InputError(f"crops must be uint8 (N, 3, 128, 128), got {self.crops.dtype} {tuple(self.crops.shape)}")
+        if len(self.crops) != n or self.domains.shape != (n,):
+            raise InputError(f"roi, crops and domains disagree on the number of cells: {n}, {len(self.crops)}, "
+                             f"{tuple(self.domains.shape)}")
+        if n == 0:
+            raise InputError("the training set has no cells")
+        if int(self.domains.min()) < 0:
+            raise InputError(f"domain ids must be >= 0, got {int(self.domains.min())}")
+
+    def __len__(self) -> int:
+        return len(self.roi)
+
+    @property
+    def n_domains(self) -> int:
+        return int(self.domains.max()) + 1
+
+    def batch(self, indices) -> tuple[Tensor, Tensor, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.roi[index].float(), self.crops[index], self.domains[index]
+
+
+class DomainBatchSampler:
+    """Index batches for one process of ``num_replicas``; iterate after ``set_epoch(epoch)``.
+
+    Each epoch has a global order of the N cells that depends only on (seed, epoch): a permutation, or with
+    ``balance_domains`` a sequence whose every global batch (batch_size × num_replicas cells) draws equally from
+    each domain (remainder to random domains), cycling through reshuffled copies of the smaller domains and
+    leaving part of the larger ones for later epochs. Global batch b is cut into num_replicas interleaved shares,
+    so W processes at batch B see exactly the global batches of one process at batch W·B. A short last global
+    batch is padded by wrapping around the order to a multiple of num_replicas (as DistributedSampler does)
+    or dropped with ``drop_last``.
+    """
+
+    def __init__(self, domains, batch_size: int, *, balance_domains: bool = False, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0, drop_last: bool = False):
+        if batch_size < 1 or not 0 <= rank < num_replicas:
+            raise InputError(f"bad batch sampler settings: batch_size={batch_size}, rank={rank}, "
+                             f"num_replicas={num_replicas}")
+        self.domains = np.asarray(domains)
+        self.batch_size = batch_size
+        self.balance_domains = balance_domains
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.num_replicas
+
+    def __len__(self) -> int:
+        n, size = len(self.domains), self.global_batch_size
+        return n // size if self.drop_last else math.ceil(n / size)
+
+    def epoch_order(self) -> np.ndarray:
+        """The global order of cell indices for the current epoch (length N)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if not self.balance_domains:
+            return rng.permutation(len(self.domains))
+        groups = [np.flatnonzero(self.domains == d) for d in np.unique(self.domains)]
+        streams = [_cycle_shuffled(group, rng) for group in groups]
+        order = []
+        for start in range(0, len(self.domains), self.global_batch_size):
+            size = min(self.global_batch_size, len(self.domains) - start)
+            quota = np.full(len(groups), size // len(groups))
+            quota[rng.choice(len(groups), size % len(groups), replace=False)] += 1
+            batch = np.concatenate([[next(stream) for _ in range(q)] for stream, q in zip(streams, quota)])
+            order.append(rng.permutation(batch))
+        return np.concatenate(order).astype(np.int64)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        order = self.epoch_order()
+        size = self.global_batch_size
+        for b in range(len(self)):
+            batch = order[b * size:(b + 1) * size]
+            short = -len(batch) % self.num_replicas
+            if short:
+                batch = np.concatenate([batch, order[:short]])
+            yield batch[self.rank::self.num_replicas]
+
+
+def _cycle_shuffled(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
+    while True:
+        yield from rng.permutation(indices).tolist()
+
+
+@dataclass
+class TrainerConfig(JsonConfig):
+    """Training settings (JSON-serialisable; saved in checkpoints). Reference values in brackets.
+
+    epochs [150]; batch_size per process [500 per GPU × 3 GPUs]; lr [1e-3, Adam]; alignment name and options
+    (:func:`~extractors.losses.make_alignment_loss`) ["mmd"]; beta, the alignment weight [5]; source_domain [0];
+    ssim_window [10] and ssim_sigma [1.5]; balance_domains (domain-balanced batches) [off]; drop_last [off];
+    seed; image_chunk_size — cells per image-decoder micro-batch (0 = whole batch; no effect on the result);
+    channels_last; grid_cells, grid_every (reconstruction PNG every n epochs, 0 = never); checkpoint_every
+    (epochs, 0 = only at the end); progress (tqdm bars).
+    """
+
+    epochs: int = 150
+    batch_size: int = 64
+    lr: float = 1e-3
+    alignment: str = "mmd"
+    alignment_options: dict[str, Any] = field(default_factory=dict)
+    beta: float = 5.0
+    source_domain: int = 0
+    ssim_window: int = 10
+    ssim_sigma: float = 1.5
+    balance_domains: bool = False
+    drop_last: bool = False
+    seed: int = 0
+    image_chunk_size: int = 8
+    channels_last: bool = True
+    grid_cells: int = 8
+    grid_every: int = 1
+    checkpoint_every: int = 1
+    progress: bool = True
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in glibc's heap (no mmap for big blocks, no trimming); returns False where unavailable.
+
+    By default glibc serves every block above its mmap threshold (≤ 32 MB) with fresh pages from the kernel, which
+    must be zero-filled on first touch; a training step allocates gigabytes of such blocks. With mmap disabled and
+    trimming off, freed blocks are reused instead. Process-wide and irreversible, so only the command-line tools
+    call it; peak memory stays that of the largest step. Measured in ``benchmark_autoencoder``.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2 ** 31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes (env WORLD_SIZE > 1); returns (rank, world size).
+
+    Backend gloo on CPU, nccl when CUDA is available. Without torchrun this is (0, 1) and does nothing.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def reconstruction_grid(crops: Tensor, reconstructions: Tensor, columns: int = 4) -> np.ndarray:
+    """RGB uint8 image (rows·H, columns·2W, 3) of (crop | reconstruction) pairs; crops uint8, recon. in [0, 1]."""
+    pairs = torch.cat([crops.float() / 255, reconstructions.float().clamp(0, 1)], dim=3)  # (K, 3, H, 2W)
+    k, _, height, width = pairs.shape
+    rows = math.ceil(k / columns)
+    canvas = torch.ones(rows * columns, 3, height + 2, width + 2)
+    canvas[:k, :, 1:-1, 1:-1] = pairs
+    grid = canvas.view(rows, columns, 3, height + 2, width + 2).permute(0, 3, 1, 4, 2)
+    return (grid.reshape(rows * (height + 2), columns * (width + 2), 3) * 255).round().byte().numpy()
+
+
+class AutoencoderTrainer:
+    """Trains an :class:`~extractors.autoencoder.AECFEAutoencoder` with :class:`~extractors.losses.AECFELoss`.
+
+    ``out_dir`` (optional, written by rank 0) receives ``losses.jsonl`` (one line per step: epoch, step, loss terms,
+    seconds), ``reconstructions_epochNNN.png`` and ``checkpoint.pt``. Under an initialised process group the
+    trainer trains data-parallel (see the module docstring); all processes must call :meth:`fit` with the same
+    dataset.
+
+    Example:
+        >>> model = AECFEAutoencoder()
+        >>> trainer = AutoencoderTrainer(model, TrainerConfig(epochs=1, batch_size=4), n_domains=3)
+        >>> # trainer.fit(RoiCropDataset(roi, crops, domains)); encode_dataset(model, roi)
+    """
+
+    def __init__(self, model: AECFEAutoencoder, config: TrainerConfig | None = None, *, n_domains: int,
+                 out_dir: str | Path | None = None):
+        self.model = model
+        self.config = config or TrainerConfig()
+        self.n_domains = n_domains
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.rank, self.world_size = _world()
+        self.device = next(model.parameters()).device
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)  # the adversarial discriminator's initial weights
+            self.loss_fn = AECFELoss(cfg.alignment, cfg.beta, cfg.ssim_window, cfg.ssim_sigma,
+                                     bottleneck=model.config.bottleneck, n_domains=n_domains,
+                                     source_domain=cfg.source_domain, **cfg.alignment_options).to(self.device)
+        if self.world_size > 1:  # identical initial weights everywhere
+            for tensor in [*model.state_dict().values(), *self.loss_fn.parameters()]:
+                dist.broadcast(tensor.data, src=0)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.epoch = 0
+        self.step = 0
+
+    # ---- one optimisation step ------------------------------------------------------------------------------------
+
+    def _gather(self, z: Tensor, domains: Tensor) -> tuple[Tensor, Tensor]:
+        if self.world_size == 1:
+            return z, domains
+        all_domains = [torch.empty_like(domains) for _ in range(self.world_size)]
+        dist.all_gather(all_domains, domains)
+        return funcol.all_gather_single(z, 0, dist.group.WORLD), torch.cat(all_domains)
+
+    def _average_gradients(self) -> None:
+        """Mean of the gradients over processes, in one all-reduce of a flat (contiguous) buffer."""
+        grads = [param.grad for param in self.model.parameters() if param.grad is not None]
+        flat = torch.cat([grad.reshape(-1) for grad in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for grad, average in zip(grads, flat.split([grad.numel() for grad in grads])):
+            grad.copy_(average.view(grad.shape))
+
+    def _image_chunks(self, n: int) -> list[tuple[int, int]]:
+        size = self.config.image_chunk_size or n
+        return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+    def training_step(self, roi: Tensor, crops: Tensor, domains: Tensor) -> dict[str, float]:
+        """One Adam step on a batch: roi (B,256,14,14), crops (B,3,128,128) uint8, domains (B,).
+
+        Returns the loss terms (feature, image, alignment unweighted, total; plus discriminator for
+        "adversarial"), averaged over processes.
+        """
+        model, loss_fn = self.model.train(), self.loss_fn
+        roi, crops, domains = roi.to(self.device), crops.to(self.device), domains.to(self.device)
+        h = model.scale_input(roi)
+        if self.config.channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
+        targets = crops.float() / 255
+        self.optimizer.zero_grad(set_to_none=True)
+
+        z = model.encode(h)
+        h_hat = model.decode_features(z)
+        all_z, all_domains = self._gather(z, domains)
+        terms = {"feature": loss_fn.feature_loss(h_hat, h), "alignment": loss_fn.alignment(all_z, all_domains)}
+
+        # The image decoder, forward and backward, chunk by chunk; its gradient w.r.t. ĥ is gathered in h_hat_leaf.
+        h_hat_leaf = h_hat.detach().requires_grad_()
+        image = torch.zeros((), device=self.device)
+        for start, stop in self._image_chunks(len(h)):
+            reconstruction = model.decode_image(h_hat_leaf[start:stop])
+            chunk_loss = loss_fn.image_loss(reconstruction, targets[start:stop]) * ((stop - start) / len(h))
+            loss_fn.weighted_sum({"image": chunk_loss}).backward()
+            image += chunk_loss.detach()
+        torch.autograd.backward([loss_fn.weighted_sum(terms), h_hat], [None, h_hat_leaf.grad])
+
+        if self.world_size > 1:
+            self._average_gradients()
+        self.optimizer.step()
+        logged = {**{name: value.detach() for name, value in terms.items()}, "image": image}
+        logged["total"] = loss_fn.weighted_sum(logged)
+        if hasattr(loss_fn.alignment, "discriminator_step"):
+            logged["discriminator"] = loss_fn.alignment.discriminator_step(all_z.detach(), all_domains)
+        names = sorted(logged)
+        values = torch.stack([logged[name].float() for name in names])
+        if self.world_size > 1:
+            dist.all_reduce(values)
+            values /= self.world_size
+        return dict(zip(names, values.tolist()))
+
+    # ---- epochs ---------------------------------------------------------------------------------------------------
+
+    def fit(self, dataset: RoiCropDataset) -> "AutoencoderTrainer":
+        """Train from the current epoch (0, or the one a loaded checkpoint reached) to ``config.epochs``."""
+        cfg = self.config
+        if dataset.n_domains > self.n_domains:
+            raise InputError(f"the data has domain ids up to {dataset.n_domains - 1}, the trainer was built for "
+                             f"{self.n_domains} domains")
+        sampler = DomainBatchSampler(dataset.domains.numpy(), cfg.batch_size, balance_domains=cfg.balance_domains,
+                                     seed=cfg.seed, num_replicas=self.world_size, rank=self.rank,
+                                     drop_last=cfg.drop_last)
+        if len(sampler) == 0:
+            raise InputError(f"{len(dataset)} cells make no full batch of {sampler.global_batch_size} "
+                             "(lower batch_size or turn drop_last off)")
+        writer = self.rank == 0 and self.out_dir is not None
+        if writer:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        grid_cells = np.linspace(0, len(dataset) - 1, min(cfg.grid_cells, len(dataset))).round().astype(int)
+        for epoch in range(self.epoch, cfg.epochs):
+            sampler.set_epoch(epoch)
+            started, sums, cells = time.perf_counter(), defaultdict(float), 0
+            bar = tqdm(sampler, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       disable=not (cfg.progress and self.rank == 0), leave=False)
+            for indices in bar:
+                step_start = time.perf_counter()
+                terms = self.training_step(*dataset.batch(indices))
+                self.step += 1
+                cells += len(indices) * self.world_size
+                for name, value in terms.items():
+                    sums[name] += value
+                bar.set_postfix(total=f"{terms['total']:.4f}")
+                if writer:
+                    record = {"epoch": epoch + 1, "step": self.step, **terms,
+                              "seconds": round(time.perf_counter() - step_start, 4)}
+                    with open(self.out_dir / "losses.jsonl", "a", encoding="utf-8") as log:
+                        log.write(json.dumps(record) + "\n")
+            self.epoch = epoch + 1
+            seconds = time.perf_counter() - started
+            means = "  ".join(f"{name} {total / len(sampler):.5f}" for name, total in sorted(sums.items()))
+            logger.info("epoch %d/%d: %s  (%.1f s, %.1f cells/s)", self.epoch, cfg.epochs, means, seconds,
+                        cells / seconds)
+            last = self.epoch == cfg.epochs
+            if writer and cfg.grid_every and (self.epoch % cfg.grid_every == 0 or last):
+                self.save_reconstruction_grid(self.out_dir / f"reconstructions_epoch{self.epoch:03d}.png",
+                                              *dataset.batch(grid_cells)[:2])
+            if writer and (last or (cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0)):
+                self.save_checkpoint(self.out_dir / "checkpoint.pt")
+        return self
+
+    def save_reconstruction_grid(self, path: str | Path, roi: Tensor, crops: Tensor) -> None:
+        """PNG of (input crop | reconstruction) pairs for the given cells."""
+        with torch.inference_mode():
+            reconstructions = self.model.eval()(self.model.scale_input(roi.to(self.device)))[2].cpu()
+        Image.fromarray(reconstruction_grid(crops, reconstructions)).save(path)
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Tensors and primitive containers only, loadable with ``torch.load(..., weights_only=True)``."""
+        return {"format": CHECKPOINT_FORMAT, "model_config": self.model.config.to_dict(),
+                "trainer_config": self.config.to_dict(), "n_domains": self.n_domains, "epoch": self.epoch,
+                "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "loss": self.loss_fn.state_dict()}
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write the checkpoint atomically (temporary file, then rename)."""
+        path = Path(path)
+        temporary = path.with_name(path.name + ".tmp")
+        torch.save(self.checkpoint(), temporary)
+        os.replace(temporary, path)
+
+    def load_checkpoint(self, path: str | Path) -> "AutoencoderTrainer":
+        """Restore model, optimizer, loss (e.g. discriminator) state, epoch and step from ``path``."""
+        state = read_checkpoint(path)
+        if state["model_config"] != self.model.config.to_dict() or state["n_domains"] != self.n_domains:
+            raise InputError(f"{path}: checkpoint of a different model ({state['model_config']}, "
+                             f"{state['n_domains']} domains), expected {self.model.config.to_dict()}, "
+                             f"{self.n_domains} domains")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        return self
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a trainer checkpoint, with its format checked."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise InputError(f"{path}: cannot read the autoencoder checkpoint ({error})") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not an autoencoder checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def load_autoencoder(path: str | Path) -> AECFEAutoencoder:
+    """The trained model of a checkpoint, in eval mode on the CPU."""
+    state = read_checkpoint(path)
+    model = AECFEAutoencoder(AutoencoderConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def encode_dataset(model: AECFEAutoencoder, roi, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """Codes z (N, bottleneck) float32 for raw RoI features ``roi`` (N,256,14,14), in eval and inference mode.
+
+    ``roi`` is anything sliceable by rows: a numpy array, a tensor or an h5py dataset (read batch by batch).
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    codes = np.empty((len(roi), model.config.bottleneck), dtype=np.float32)
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(roi), batch_size), desc="encode", unit="batch", disable=not progress):
+            batch = torch.as_tensor(np.asarray(roi[start:start + batch_size])).to(device)
+            codes[start:start + len(batch)] = model.encode(model.scale_input(batch)).float().cpu().numpy()
+    return codes
