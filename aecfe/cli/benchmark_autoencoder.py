@@ -1,0 +1,235 @@
+"""Benchmark AE-CFE autoencoder training and encoding: the reference configuration vs the optimised trainer.
+
+Usage: ``python scripts/benchmark_autoencoder.py [--batch-sizes 256 500] [--reference-batch 64] [--rounds 2]
+[--compare-group-norm] [--json out.json]``. The default run takes about two minutes on 2 cores.
+
+* reference: the reference code's execution — whole batch through the image decoder at once, NCHW tensors,
+  glibc's default allocator — with this package's model and loss (faithful chunked group norm);
+* optimised: the trainer's defaults — image decoder forward+backward in micro-batches of 8 cells, channels-last,
+  :func:`~extractors.trainer.tune_cpu_allocator` — same model, same loss, same gradients.
+
+Every measurement runs in a fresh process (allocator settings and peak memory are per process); the reference and
+optimised runs alternate ``--rounds`` times at ``--reference-batch`` so that both see the same machine load, and
+the figure of each run is the median of ``--steps`` timed steps after one warm-up step. The loss terms of the
+two configurations on the same seeded data are compared step by step (numerics: largest relative difference).
+Peak memory is the process's maximum resident set size (``resource.getrusage``).
+
+Measured on the development machine (2 cores of an AMD EPYC with AVX-512, shared with other jobs; torch 2.13
+CPU), batch 64, medians of 2 alternating runs each: see the report in the project notes and
+``extractors/trainer.py``; the numbers are printed by this tool.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+CONFIGURATIONS: dict[str, dict[str, Any]] = {
+    "reference": {"image_chunk_size": 0, "channels_last": False, "tune_allocator": False},
+    "optimised": {"image_chunk_size": 8, "channels_last": True, "tune_allocator": True},
+}
+
+
+def synthetic_cells(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n cells: random RoI features (n,256,14,14), synthetic single-cell crops (n,3,128,128) of 3 labs, domains."""
+    from aecfe.synthetic import default_domains, make_single_cell_images
+
+    pool = min(n, 48)
+    images, domains = [], []
+    for domain_id, style in enumerate(default_domains()):
+        for cell in make_single_cell_images(style, -(-pool // 3), seed=seed):
+            images.append(cell.image.transpose(2, 0, 1))
+            domains.append(domain_id)
+    repeat = np.arange(n) % len(images)
+    roi = np.random.default_rng(seed).standard_normal((n, 256, 14, 14)).astype(np.float32)
+    return roi, np.stack(images)[repeat], np.array(domains)[repeat]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_training(configuration: str, batch_size: int, steps: int, threads: int,
+                     group_norm: str = "chunk") -> dict[str, Any]:
+    """Time ``steps`` training steps (after one warm-up) of one configuration; meant to run in its own process."""
+    import torch
+
+    from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig
+    from extractors.trainer import AutoencoderTrainer, TrainerConfig, tune_cpu_allocator
+
+    settings = CONFIGURATIONS[configuration]
+    torch.set_num_threads(threads)
+    if settings["tune_allocator"]:
+        tune_cpu_allocator()
+    roi, crops, domains = (torch.as_tensor(a) for a in synthetic_cells(batch_size))
+    torch.manual_seed(0)
+    model = AECFEAutoencoder(AutoencoderConfig(group_norm=group_norm))
+    trainer = AutoencoderTrainer(model, TrainerConfig(batch_size=batch_size, progress=False,
+                                                      image_chunk_size=settings["image_chunk_size"],
+                                                      channels_last=settings["channels_last"]), n_domains=3)
+    seconds, losses = [], []
+    for _ in range(1 + steps):
+        start = time.perf_counter()
+        losses.append(trainer.training_step(roi, crops, domains))
+        seconds.append(time.perf_counter() - start)
+    return {"configuration": configuration, "group_norm": group_norm, "batch_size": batch_size,
+            "step_seconds": statistics.median(seconds[1:]), "all_step_seconds": seconds, "losses": losses,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_encoding(cells: int, batch_size: int, threads: int) -> dict[str, Any]:
+    """Cells per second of :func:`~extractors.trainer.encode_dataset` (second of two passes)."""
+    import torch
+
+    from extractors.autoencoder import AECFEAutoencoder
+    from extractors.trainer import encode_dataset
+
+    torch.set_num_threads(threads)
+    roi = synthetic_cells(cells)[0]
+    model = AECFEAutoencoder()
+    encode_dataset(model, roi[:batch_size], batch_size)
+    start = time.perf_counter()
+    encode_dataset(model, roi, batch_size)
+    seconds = time.perf_counter() - start
+    return {"cells": cells, "batch_size": batch_size, "cells_per_second": cells / seconds,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_encoder(group_norm: str, batch_size: int, repeats: int, threads: int) -> dict[str, Any]:
+    """Median seconds of encoder forward+backward (the only part the group norm choice touches)."""
+    import torch
+
+    from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig
+
+    torch.set_num_threads(threads)
+    model = AECFEAutoencoder(AutoencoderConfig(group_norm=group_norm))
+    h = model.scale_input(torch.as_tensor(synthetic_cells(batch_size)[0]))
+    seconds = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        model.encode(h).sum().backward()
+        seconds.append(time.perf_counter() - start)
+    return {"group_norm": group_norm, "encoder_seconds": statistics.median(seconds[1:])}
+
+
+def in_fresh_process(function, *args) -> dict[str, Any]:
+    """``function(*args)`` (a function of this module returning JSON-able data) in a new Python process."""
+    program = (f"import json, sys; from {__name__} import {function.__name__} as run; "
+               "print(json.dumps(run(*json.loads(sys.argv[1]))))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
+    done = subprocess.run([sys.executable, "-c", program, json.dumps(args)], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"benchmark process {function.__name__}{args} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def loss_differences(runs_a: list[dict], runs_b: list[dict]) -> dict[str, float]:
+    """Largest relative difference per loss term between two runs' step-by-step losses."""
+    worst: dict[str, float] = {}
+    for terms_a, terms_b in zip(runs_a, runs_b):
+        for name, value in terms_a.items():
+            difference = abs(value - terms_b[name]) / max(abs(terms_b[name]), 1e-12)
+            worst[name] = max(worst.get(name, 0.0), difference)
+    return worst
+
+
+def _terms(differences: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.1e}" for name, value in sorted(differences.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--reference-batch", type=int, default=64,
+                        help="batch size of the side-by-side reference vs optimised comparison")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[],
+                        help="further batch sizes to time with the optimised configuration (e.g. 256 500)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating reference/optimised runs")
+    parser.add_argument("--steps", type=int, default=2, help="timed training steps per run (after 1 warm-up)")
+    parser.add_argument("--encode-cells", type=int, default=4096)
+    parser.add_argument("--encode-batch", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--compare-group-norm", action="store_true",
+                        help="also compare the chunked (faithful) and nn.GroupNorm(40) variants: encoder speed and "
+                             "the loss curve of --gn-steps optimised steps at batch 16")
+    parser.add_argument("--gn-steps", type=int, default=20)
+    parser.add_argument("--json", help="write all measurements to this JSON file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
+
+    threads = args.threads or torch.get_num_threads()
+    results: dict[str, Any] = {"threads": threads, "torch": torch.__version__, "side_by_side": []}
+
+    for round_index in range(args.rounds):
+        for name in CONFIGURATIONS:
+            run = in_fresh_process(measure_training, name, args.reference_batch, args.steps, threads)
+            results["side_by_side"].append(run)
+            logger.info("round %d %-9s batch %d: %.2f s/step (%.1f cells/s), peak RSS %.0f MB", round_index + 1,
+                        name, args.reference_batch, run["step_seconds"], args.reference_batch / run["step_seconds"],
+                        run["peak_rss_mb"])
+    by_name = {name: [r for r in results["side_by_side"] if r["configuration"] == name] for name in CONFIGURATIONS}
+    medians = {name: statistics.median(r["step_seconds"] for r in runs) for name, runs in by_name.items()}
+    first_step = loss_differences(by_name["optimised"][0]["losses"][:1], by_name["reference"][0]["losses"][:1])
+    all_steps = loss_differences(by_name["optimised"][0]["losses"], by_name["reference"][0]["losses"])
+    results["summary"] = {"median_step_seconds": medians, "speedup": medians["reference"] / medians["optimised"],
+                          "relative_loss_difference_first_step": first_step,
+                          "relative_loss_difference_all_steps": all_steps}
+    logger.info("batch %d, median step: reference %.2f s, optimised %.2f s -> %.2fx", args.reference_batch,
+                medians["reference"], medians["optimised"], results["summary"]["speedup"])
+    logger.info("relative loss difference optimised vs reference, first step (same weights): %s; largest over %d "
+                "steps (Adam amplifies rounding: its first updates are ±lr·sign(g)): %s", _terms(first_step),
+                args.steps + 1, _terms(all_steps))
+
+    results["optimised_batches"] = []
+    for batch_size in args.batch_sizes:
+        run = in_fresh_process(measure_training, "optimised", batch_size, args.steps, threads)
+        results["optimised_batches"].append(run)
+        logger.info("optimised batch %d: %.2f s/step, %.1f training cells/s, peak RSS %.0f MB", batch_size,
+                    run["step_seconds"], batch_size / run["step_seconds"], run["peak_rss_mb"])
+
+    results["encode"] = in_fresh_process(measure_encoding, args.encode_cells, args.encode_batch, threads)
+    logger.info("encode: %.0f cells/s (batch %d), peak RSS %.0f MB", results["encode"]["cells_per_second"],
+                args.encode_batch, results["encode"]["peak_rss_mb"])
+
+    if args.compare_group_norm:
+        results["group_norm"] = compare_group_norms(args.reference_batch, args.gn_steps, threads)
+
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(results, out, indent=1)
+    return 0
+
+
+def compare_group_norms(batch_size: int, steps: int, threads: int) -> dict[str, Any]:
+    """Encoder speed (alternating, 3 rounds) and loss curves of the two group-norm variants from one seed."""
+    speed: dict[str, list[float]] = {"chunk": [], "torch": []}
+    for _ in range(3):
+        for variant in speed:
+            speed[variant].append(in_fresh_process(measure_encoder, variant, batch_size, 5, threads)["encoder_seconds"])
+    curves = {variant: in_fresh_process(measure_training, "optimised", 16, steps, threads, variant)["losses"]
+              for variant in speed}
+    final = {variant: curve[-1]["total"] for variant, curve in curves.items()}
+    result = {"encoder_seconds": {k: statistics.median(v) for k, v in speed.items()},
+              "first_total": {k: c[0]["total"] for k, c in curves.items()}, "final_total": final,
+              "max_relative_difference": loss_differences(curves["torch"], curves["chunk"])}
+    logger.info("group norm: encoder fwd+bwd at batch %d: chunk %.4f s, torch %.4f s; total loss after %d steps: "
+                "chunk %.4f, torch %.4f (largest step-wise relative difference %s)", batch_size,
+                result["encoder_seconds"]["chunk"], result["encoder_seconds"]["torch"], steps + 1, final["chunk"],
+                final["torch"], _terms(result["max_relative_difference"]))
+    return result

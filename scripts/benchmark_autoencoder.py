@@ -1,0 +1,4 @@
+"""Benchmark AE-CFE autoencoder training and encoding; see aecfe/cli/benchmark_autoencoder.py."""
+from aecfe.cli.benchmark_autoencoder import main
+
+raise SystemExit(main())
