@@ -1,0 +1,4 @@
+"""Cross-domain evaluation of classifier heads on a cell store; see aecfe/cli/evaluate_cross_domain.py."""
+from aecfe.cli.evaluate_cross_domain import main
+
+raise SystemExit(main())
