@@ -1,0 +1,4 @@
+"""Benchmark the HDF5 cell store (see aecfe/cli/benchmark_store.py)."""
+from aecfe.cli.benchmark_store import main
+
+raise SystemExit(main())
