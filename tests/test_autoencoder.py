@@ -45,8 +45,10 @@ def test_chunk_group_norm_equals_the_literal_reference(channels, groups, size):
 
 
 def test_chunk_group_norm_rejects_indivisible_inputs():
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match="groups of >= 2"):
         ChunkGroupNorm(7, 3)(torch.randn(1, 7, 1, 1))
+    with pytest.raises(ValueError, match="groups of >= 2"):  # one value per chunk: no unbiased variance
+        ChunkGroupNorm(4, 4)(torch.randn(1, 4, 1, 1))
 
 
 @pytest.mark.parametrize("bottleneck", [5, 50, 1000])

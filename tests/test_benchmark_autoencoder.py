@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from aecfe.cli.benchmark_autoencoder import loss_differences, measure_encoding, measure_training, synthetic_cells
+from aecfe.cli.benchmark_autoencoder import (build_model, loss_differences, measure_encoding, measure_training,
+                                             synthetic_cells)
 
 
 def test_synthetic_cells_have_the_trainer_shapes_and_three_domains():
@@ -25,3 +26,12 @@ def test_training_and_encoding_measurements_run_in_process():
     assert len(run["losses"]) == 2 and all(math.isfinite(v) for v in run["losses"][0].values())
     assert run["step_seconds"] > 0 and run["peak_rss_mb"] > 0
     assert measure_encoding(cells=4, batch_size=2, threads=threads)["cells_per_second"] > 0
+
+
+def test_reference_ops_baseline_computes_the_same_model_as_the_fused_group_norm():
+    torch.manual_seed(0)
+    fused = build_model("chunk")
+    baseline = build_model("reference-ops")
+    baseline.load_state_dict(fused.state_dict())
+    h = fused.scale_input(torch.as_tensor(synthetic_cells(2)[0]))
+    assert torch.allclose(fused.encode(h), baseline.encode(h), atol=1e-5)

@@ -4,9 +4,11 @@ Usage: ``python scripts/benchmark_autoencoder.py [--batch-sizes 256 500] [--refe
 [--compare-group-norm] [--json out.json]``. The default run takes about two minutes on 2 cores.
 
 * reference: the reference code's execution — whole batch through the image decoder at once, NCHW tensors,
-  glibc's default allocator — with this package's model and loss (faithful chunked group norm);
+  glibc's default allocator, the group norm computed with the reference's operations
+  (:class:`ReferenceOpsGroupNorm`) — with this package's model and loss;
 * optimised: the trainer's defaults — image decoder forward+backward in micro-batches of 8 cells, channels-last,
-  :func:`~extractors.trainer.tune_cpu_allocator` — same model, same loss, same gradients.
+  :func:`~extractors.trainer.tune_cpu_allocator`, the fused :class:`~extractors.autoencoder.ChunkGroupNorm` —
+  same model, same loss, same gradients up to float rounding.
 
 Every measurement runs in a fresh process (allocator settings and peak memory are per process); the reference and
 optimised runs alternate ``--rounds`` times at ``--reference-batch`` so that both see the same machine load, and
@@ -32,19 +34,48 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
+
+from aecfe.synthetic import default_domains, make_single_cell_images
+from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig, ChunkGroupNorm
+from extractors.trainer import AutoencoderTrainer, TrainerConfig, encode_dataset, tune_cpu_allocator
 
 logger = logging.getLogger(__name__)
 
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
-    "reference": {"image_chunk_size": 0, "channels_last": False, "tune_allocator": False},
-    "optimised": {"image_chunk_size": 8, "channels_last": True, "tune_allocator": True},
+    "reference": {"image_chunk_size": 0, "channels_last": False, "tune_allocator": False,
+                  "group_norm": "reference-ops"},
+    "optimised": {"image_chunk_size": 8, "channels_last": True, "tune_allocator": True, "group_norm": "chunk"},
 }
+GROUP_NORM_VARIANTS = ("reference-ops", "chunk", "torch")
+
+
+class ReferenceOpsGroupNorm(ChunkGroupNorm):
+    """:class:`ChunkGroupNorm` computed with the reference code's operations (view, mean, var, sqrt): the
+    baseline that the fused implementation is timed against. Same values."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.size()
+        x = x.view(n, self.num_groups, -1)
+        mean = x.mean(-1, keepdim=True)
+        var = x.var(-1, keepdim=True)
+        x = ((x - mean) / (var + self.eps).sqrt()).view(n, c, h, w)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def build_model(group_norm: str) -> AECFEAutoencoder:
+    """The default autoencoder with group norm "chunk" (fused), "torch" (nn.GroupNorm) or "reference-ops"."""
+    model = AECFEAutoencoder(AutoencoderConfig(group_norm="torch" if group_norm == "torch" else "chunk"))
+    if group_norm == "reference-ops":
+        for index, layer in enumerate(model.encoder):
+            if isinstance(layer, ChunkGroupNorm):
+                model.encoder[index] = ReferenceOpsGroupNorm(layer.num_channels, layer.num_groups, layer.eps)
+    return model
 
 
 def synthetic_cells(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """n cells: random RoI features (n,256,14,14), synthetic single-cell crops (n,3,128,128) of 3 labs, domains."""
-    from aecfe.synthetic import default_domains, make_single_cell_images
-
     pool = min(n, 48)
     images, domains = [], []
     for domain_id, style in enumerate(default_domains()):
@@ -61,23 +92,19 @@ def _peak_rss_mb() -> float:
 
 
 def measure_training(configuration: str, batch_size: int, steps: int, threads: int,
-                     group_norm: str = "chunk") -> dict[str, Any]:
+                     group_norm: str | None = None) -> dict[str, Any]:
     """Time ``steps`` training steps (after one warm-up) of one configuration; meant to run in its own process."""
-    import torch
-
-    from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig
-    from extractors.trainer import AutoencoderTrainer, TrainerConfig, tune_cpu_allocator
-
     settings = CONFIGURATIONS[configuration]
+    group_norm = group_norm or settings["group_norm"]
     torch.set_num_threads(threads)
     if settings["tune_allocator"]:
         tune_cpu_allocator()
     roi, crops, domains = (torch.as_tensor(a) for a in synthetic_cells(batch_size))
     torch.manual_seed(0)
-    model = AECFEAutoencoder(AutoencoderConfig(group_norm=group_norm))
-    trainer = AutoencoderTrainer(model, TrainerConfig(batch_size=batch_size, progress=False,
-                                                      image_chunk_size=settings["image_chunk_size"],
-                                                      channels_last=settings["channels_last"]), n_domains=3)
+    trainer = AutoencoderTrainer(build_model(group_norm),
+                                 TrainerConfig(batch_size=batch_size, progress=False,
+                                               image_chunk_size=settings["image_chunk_size"],
+                                               channels_last=settings["channels_last"]), n_domains=3)
     seconds, losses = [], []
     for _ in range(1 + steps):
         start = time.perf_counter()
@@ -90,11 +117,6 @@ def measure_training(configuration: str, batch_size: int, steps: int, threads: i
 
 def measure_encoding(cells: int, batch_size: int, threads: int) -> dict[str, Any]:
     """Cells per second of :func:`~extractors.trainer.encode_dataset` (second of two passes)."""
-    import torch
-
-    from extractors.autoencoder import AECFEAutoencoder
-    from extractors.trainer import encode_dataset
-
     torch.set_num_threads(threads)
     roi = synthetic_cells(cells)[0]
     model = AECFEAutoencoder()
@@ -108,12 +130,8 @@ def measure_encoding(cells: int, batch_size: int, threads: int) -> dict[str, Any
 
 def measure_encoder(group_norm: str, batch_size: int, repeats: int, threads: int) -> dict[str, Any]:
     """Median seconds of encoder forward+backward (the only part the group norm choice touches)."""
-    import torch
-
-    from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig
-
     torch.set_num_threads(threads)
-    model = AECFEAutoencoder(AutoencoderConfig(group_norm=group_norm))
+    model = build_model(group_norm)
     h = model.scale_input(torch.as_tensor(synthetic_cells(batch_size)[0]))
     seconds = []
     for _ in range(repeats + 1):
@@ -144,8 +162,32 @@ def loss_differences(runs_a: list[dict], runs_b: list[dict]) -> dict[str, float]
     return worst
 
 
-def _terms(differences: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:.1e}" for name, value in sorted(differences.items()))
+def compare_configurations(batch_size: int, rounds: int, steps: int, threads: int,
+                           runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Alternate reference and optimised runs ``rounds`` times (appended to ``runs``); medians, speed-up, numerics."""
+    for round_index in range(rounds):
+        for name in CONFIGURATIONS:
+            run = in_fresh_process(measure_training, name, batch_size, steps, threads)
+            runs.append(run)
+            logger.info("round %d %-9s batch %d: %.2f s/step (%.1f cells/s), peak RSS %.0f MB", round_index + 1,
+                        name, batch_size, run["step_seconds"], batch_size / run["step_seconds"],
+                        run["peak_rss_mb"])
+    by_name = {name: [r for r in runs if r["configuration"] == name] for name in CONFIGURATIONS}
+    medians = {name: statistics.median(r["step_seconds"] for r in mine) for name, mine in by_name.items()}
+    first_step = loss_differences(by_name["optimised"][0]["losses"][:1], by_name["reference"][0]["losses"][:1])
+    all_steps = loss_differences(by_name["optimised"][0]["losses"], by_name["reference"][0]["losses"])
+    summary = {"median_step_seconds": medians, "speedup": medians["reference"] / medians["optimised"],
+               "relative_loss_difference_first_step": first_step, "relative_loss_difference_all_steps": all_steps}
+    logger.info("batch %d, median step: reference %.2f s, optimised %.2f s -> %.2fx", batch_size,
+                medians["reference"], medians["optimised"], summary["speedup"])
+    logger.info("relative loss difference optimised vs reference, first step (same weights): %s; largest over %d "
+                "steps (Adam amplifies rounding: its first updates are ±lr·sign(g)): %s", _terms(first_step),
+                steps + 1, _terms(all_steps))
+    return summary
+
+
+def _terms(values: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.3g}" for name, value in sorted(values.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="batch size of the side-by-side reference vs optimised comparison")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[],
                         help="further batch sizes to time with the optimised configuration (e.g. 256 500)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating reference/optimised runs")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating reference/optimised runs (0: skip the comparison)")
     parser.add_argument("--steps", type=int, default=2, help="timed training steps per run (after 1 warm-up)")
     parser.add_argument("--encode-cells", type=int, default=4096)
     parser.add_argument("--encode-batch", type=int, default=256)
@@ -171,30 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import torch
-
     threads = args.threads or torch.get_num_threads()
     results: dict[str, Any] = {"threads": threads, "torch": torch.__version__, "side_by_side": []}
 
-    for round_index in range(args.rounds):
-        for name in CONFIGURATIONS:
-            run = in_fresh_process(measure_training, name, args.reference_batch, args.steps, threads)
-            results["side_by_side"].append(run)
-            logger.info("round %d %-9s batch %d: %.2f s/step (%.1f cells/s), peak RSS %.0f MB", round_index + 1,
-                        name, args.reference_batch, run["step_seconds"], args.reference_batch / run["step_seconds"],
-                        run["peak_rss_mb"])
-    by_name = {name: [r for r in results["side_by_side"] if r["configuration"] == name] for name in CONFIGURATIONS}
-    medians = {name: statistics.median(r["step_seconds"] for r in runs) for name, runs in by_name.items()}
-    first_step = loss_differences(by_name["optimised"][0]["losses"][:1], by_name["reference"][0]["losses"][:1])
-    all_steps = loss_differences(by_name["optimised"][0]["losses"], by_name["reference"][0]["losses"])
-    results["summary"] = {"median_step_seconds": medians, "speedup": medians["reference"] / medians["optimised"],
-                          "relative_loss_difference_first_step": first_step,
-                          "relative_loss_difference_all_steps": all_steps}
-    logger.info("batch %d, median step: reference %.2f s, optimised %.2f s -> %.2fx", args.reference_batch,
-                medians["reference"], medians["optimised"], results["summary"]["speedup"])
-    logger.info("relative loss difference optimised vs reference, first step (same weights): %s; largest over %d "
-                "steps (Adam amplifies rounding: its first updates are ±lr·sign(g)): %s", _terms(first_step),
-                args.steps + 1, _terms(all_steps))
+    if args.rounds:
+        results["summary"] = compare_configurations(args.reference_batch, args.rounds, args.steps, threads,
+                                                    results["side_by_side"])
 
     results["optimised_batches"] = []
     for batch_size in args.batch_sizes:
@@ -217,19 +242,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare_group_norms(batch_size: int, steps: int, threads: int) -> dict[str, Any]:
-    """Encoder speed (alternating, 3 rounds) and loss curves of the two group-norm variants from one seed."""
-    speed: dict[str, list[float]] = {"chunk": [], "torch": []}
+    """Encoder speed of the group-norm variants (alternating, 3 rounds) and the loss curves of the two models
+    ("chunk" = faithful, "torch" = nn.GroupNorm with 40 groups on layer 1) trained from one seed."""
+    speed: dict[str, list[float]] = {variant: [] for variant in GROUP_NORM_VARIANTS}
     for _ in range(3):
         for variant in speed:
             speed[variant].append(in_fresh_process(measure_encoder, variant, batch_size, 5, threads)["encoder_seconds"])
     curves = {variant: in_fresh_process(measure_training, "optimised", 16, steps, threads, variant)["losses"]
-              for variant in speed}
-    final = {variant: curve[-1]["total"] for variant, curve in curves.items()}
-    result = {"encoder_seconds": {k: statistics.median(v) for k, v in speed.items()},
-              "first_total": {k: c[0]["total"] for k, c in curves.items()}, "final_total": final,
+              for variant in ("chunk", "torch")}
+    final = {variant: curve[-1] for variant, curve in curves.items()}
+    result = {"encoder_seconds": {k: statistics.median(v) for k, v in speed.items()}, "final_losses": final,
               "max_relative_difference": loss_differences(curves["torch"], curves["chunk"])}
-    logger.info("group norm: encoder fwd+bwd at batch %d: chunk %.4f s, torch %.4f s; total loss after %d steps: "
-                "chunk %.4f, torch %.4f (largest step-wise relative difference %s)", batch_size,
-                result["encoder_seconds"]["chunk"], result["encoder_seconds"]["torch"], steps + 1, final["chunk"],
-                final["torch"], _terms(result["max_relative_difference"]))
+    logger.info("group norm, encoder forward+backward at batch %d: %s", batch_size,
+                ", ".join(f"{k} {v:.4f} s" for k, v in result["encoder_seconds"].items()))
+    logger.info("group norm, losses after %d steps at batch 16: chunk %s | torch %s (largest step-wise relative "
+                "difference %s)", steps + 1, _terms(final["chunk"]), _terms(final["torch"]),
+                _terms(result["max_relative_difference"]))
     return result
