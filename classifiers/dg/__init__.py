@@ -1,0 +1,1 @@
+"""Deep domain-generalization baselines."""
