@@ -13,9 +13,10 @@ Speed (the image decoder is ~97 % of a step): the image decoder runs forward *an
 gradient of the image term w.r.t. ĥ is collected chunk by chunk and then pushed through the cheap part. The loss
 and the gradients are those of the whole batch (the SSIM mean is a size-weighted mean of the chunk means), but
 peak memory scales with the chunk, not the batch (batch 500 at once needs ~20 GB on CPU), and the small tensors
-avoid glibc's fresh zeroed pages for every large allocation (see :func:`tune_cpu_allocator`). Weights and
-activations are channels-last (oneDNN's fast layout for these transposed convolutions). Measured figures are in
-``aecfe/cli/benchmark_autoencoder.py``'s docstring.
+avoid glibc's fresh zeroed pages for every large allocation (see :func:`tune_cpu_allocator`, which the
+command-line tools call). Weights and activations are channels-last (oneDNN's fast layout for these transposed
+convolutions). On 2 CPU cores a step at batch 64 takes 3.9 s instead of 10.9 s for the reference execution, with
+1.0 GB instead of 3.9 GB peak memory; figures and method in ``aecfe/cli/benchmark_autoencoder.py``.
 
 Data parallel (``torchrun``, gloo on CPU / nccl on GPU): every process takes its share of each global batch
 (:class:`DomainBatchSampler`), the codes z of all processes are gathered **with gradient**
@@ -244,7 +245,8 @@ def reconstruction_grid(crops: Tensor, reconstructions: Tensor, columns: int = 4
 class AutoencoderTrainer:
     """Trains an :class:`~extractors.autoencoder.AECFEAutoencoder` with :class:`~extractors.losses.AECFELoss`.
 
-    ``out_dir`` (optional, written by rank 0) receives ``losses.jsonl`` (one line per step: epoch, step, loss terms,
+    The model is converted to channels-last when ``config.channels_last``. ``out_dir`` (optional, written by
+    rank 0) receives ``losses.jsonl`` (one line per step: epoch, step, loss terms,
     seconds), ``reconstructions_epochNNN.png`` and ``checkpoint.pt``. Under an initialised process group the
     trainer trains data-parallel (see the module docstring); all processes must call :meth:`fit` with the same
     dataset.
