@@ -1,0 +1,4 @@
+"""Train the AE-CFE autoencoder on a cell store; see aecfe/cli/train_autoencoder.py."""
+from aecfe.cli.train_autoencoder import main
+
+raise SystemExit(main())
