@@ -59,6 +59,8 @@ class ImageDataset(Dataset):
         transform: applied to the float (3, H, W) image: one callable, or ``{domain name: callable}`` (domains
             absent from the mapping get none).
 
+    ``dataset[i]`` is (x, class id, domain id); ``dataset[index_array]`` is a :meth:`subset`.
+
     Attributes:
         targets (N,) int64, domain_ids (N,) int64, classes, domain_names.
     """
@@ -91,7 +93,11 @@ class ImageDataset(Dataset):
             image = read_image(image)
         return to_float_image(image)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+    def __getitem__(self, index):
+        """Item ``index`` (x, class id, domain id); an integer array or list of indices gives :meth:`subset`
+        (so the dataset can be the ``X`` of :func:`aecfe.evaluation.evaluate_cross_domain`)."""
+        if isinstance(index, (np.ndarray, list)):
+            return self.subset(index)
         domain = int(self.domain_ids[index])
         transform = self.transform
         if isinstance(transform, Mapping):

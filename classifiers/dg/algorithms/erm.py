@@ -25,5 +25,7 @@ class ERM(Algorithm):
 
 @register
 class Oracle(ERM):
-    """ERM trained on the *target* domain's own training split (the upper reference of a transfer); the
-    algorithm is ERM, the difference is the data (:func:`classifiers.dg.training.protocol_splits`)."""
+    """ERM trained on the *target* domain's own training split (the upper reference of a transfer). The algorithm
+    is ERM; the difference is the data: the diagonal of the ``matrix`` protocol of
+    :func:`aecfe.evaluation.evaluate_cross_domain` with :class:`~classifiers.dg.estimator.DGClassifier`
+    (trained on a domain's training part, scored on its test part)."""

@@ -1,0 +1,69 @@
+"""DGClassifier in the shared cross-domain evaluation, and the few-shot workflow end to end (tiny CNN)."""
+import numpy as np
+import pytest
+import torch
+
+from aecfe.errors import InputError
+from aecfe.evaluation import domain_splits, evaluate_cross_domain
+from classifiers.dg import DGClassifier, TrainConfig, few_shot_workflow, synthetic_dataset
+
+TINY = {"backbone": "tiny", "steps": 6, "checkpoint_every": 3, "batch_size": 4, "image_size": 24}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread (two threads on a shared two-core machine cost 10-50x in spin waits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def labs():
+    data = synthetic_dataset(10, size=24, seed=0)
+    return data, np.asarray(data.classes)[data.targets], np.asarray(data.domain_names)[data.domain_ids]
+
+
+def test_fit_holds_out_the_evaluation_splits_of_each_domain_and_predicts_labels(labs):
+    data, labels, domains = labs
+    sources = np.flatnonzero(domains != "lab_c")
+    model = DGClassifier("CORAL", {**TINY, "swad": True, "swad_n_converge": 1}, random_state=3)
+    model.fit(data[sources], labels[sources])
+    assert set(model.classes_) == set(labels[sources])
+    assert np.isfinite(model.history_[-1]["val_loss"])
+    predicted = model.predict(data[np.flatnonzero(domains == "lab_c")])
+    assert predicted.shape == ((domains == "lab_c").sum(),) and set(predicted) <= set(model.classes_)
+    # the validation part is domain_splits' test part of each source, with the same seed
+    splits = domain_splits(labels[sources], domains[sources], 3).values()
+    assert np.array_equal(model.validation_indices_, np.sort(np.concatenate([s.test for s in splits])))
+    assert np.array_equal(model.train_indices_, np.sort(np.concatenate([s.train for s in splits])))
+
+def test_dg_classifier_runs_in_evaluate_cross_domain(labs):
+    data, labels, domains = labs
+    result = evaluate_cross_domain(data, labels, domains, head=DGClassifier,
+                                   head_params={"algorithm": "ERM", "hparams": TINY}, seeds=(0,),
+                                   protocols=["lodo"])
+    table = result.summary("f1_macro", "lodo")
+    assert list(table.columns) == ["lab_a", "lab_b", "lab_c", "mean"]
+    assert len(result.scores) == 3 and result.scores["f1_macro"].between(0, 1).all()
+    with pytest.raises(InputError, match="ImageDataset"):
+        DGClassifier().fit(np.zeros((3, 4)), ["a", "b", "a"])
+
+
+def test_few_shot_workflow_fine_tunes_on_k_shots_and_scores_the_rest(labs, tmp_path):
+    data, _, domains = labs
+    network = {"backbone": "tiny", "include_top": False, "image_size": 24}
+    result = few_shot_workflow(data, ["lab_a", "lab_b"], "lab_c", shots_per_class=2, degrade_domains=["lab_a"],
+                               source_hparams={**network, "epochs": 1, "batch_size": 8},
+                               finetune_hparams={"epochs": 2}, seed=0,
+                               config=TrainConfig(out_dir=tmp_path, progress=False))
+    target = np.flatnonzero(domains == "lab_c")
+    assert set(result.finetune_indices) <= set(target) and set(result.test_indices) == set(target) - set(
+        result.finetune_indices)
+    assert np.bincount(data.targets[result.finetune_indices]).max() <= 2
+    assert len(result.y_pred) == len(result.test_indices) == len(result.y_true)
+    assert set(result.scores) == {"source_only", "finetuned"}
+    assert (tmp_path / "source" / "model.pt").is_file() and (tmp_path / "finetune" / "model.pt").is_file()
+    with pytest.raises(InputError, match="distinct known domains"):
+        few_shot_workflow(data, ["lab_a"], "lab_a")
