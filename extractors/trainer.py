@@ -22,8 +22,9 @@ Data parallel (``torchrun``, gloo on CPU / nccl on GPU): every process takes its
 (:class:`DomainBatchSampler`), the codes z of all processes are gathered **with gradient**
 (``torch.distributed._functional_collectives.all_gather_single``, which PyTorch 2.13 names as the replacement of
 the deprecated ``torch.distributed.nn.functional.all_gather``; its backward sums the gradients of each process's
-share) so the alignment statistics cover the global batch as under the reference's ``nn.DataParallel``, and the parameter gradients are averaged by all-reduce after the backward pass.
-The result equals one process training on the global batch (tested). The ``DistributedDataParallel`` wrapper is
+share) so the alignment statistics cover the global batch as under the reference's ``nn.DataParallel``, and the
+parameter gradients are averaged by all-reduce after the backward pass. The result equals one process training on
+the global batch (tested). The ``DistributedDataParallel`` wrapper is
 not used because its reducer allows one backward pass per forward, and the micro-batched image decoder runs
 several.
 """
