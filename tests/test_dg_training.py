@@ -186,6 +186,8 @@ def _data_parallel_worker(rank, world_size, init_file, out_file):
         result = train(new("ERM", train_set, batch_size=2), train_set, val_set, quiet())
         if rank == 0:
             torch.save(result.last.state_dict(), out_file)
+        trainable_bn = train(new("ERM", train_set, batch_size=2, freeze_bn=False), train_set, val_set, quiet())
+        torch.save(dict(trainable_bn.last.named_buffers()), f"{out_file}.buffers{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -197,3 +199,7 @@ def test_two_process_training_equals_one_process_on_the_global_batch(tmp_path):
     parallel = torch.load(tmp_path / "ddp.pt", weights_only=True)
     for name, value in single.last.state_dict().items():
         assert torch.allclose(parallel[name], value, atol=1e-6), name
+    rank0, rank1 = (torch.load(tmp_path / f"ddp.pt.buffers{r}", weights_only=True) for r in range(2))
+    assert any(name.endswith("running_mean") for name in rank0)
+    for name, value in rank0.items():  # BatchNorm statistics averaged over the processes at checkpoints
+        assert torch.equal(value, rank1[name]), name

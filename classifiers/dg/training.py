@@ -19,7 +19,8 @@ rebuilds the algorithm from either.
 
 Distributed (``torchrun``; gloo on CPU, nccl on GPU): each process reads its share of every global batch,
 gradients are averaged in :meth:`~classifiers.dg.algorithms.base.Algorithm.optimize`, the initial weights
-are broadcast from rank 0, validation sums are all-reduced.
+are broadcast from rank 0, validation sums are all-reduced, and the running statistics of trainable BatchNorm
+layers (computed per process on its share) are averaged at every checkpoint.
 
 Example::
 
@@ -197,6 +198,9 @@ def train(algorithm: Algorithm, train_set: ImageDataset, val_set: ImageDataset |
     rank, world = init_distributed()
     algorithm.to(_device(config))
     hp = algorithm.hparams
+    if hp["checkpoint_every"] < 1 or hp["batch_size"] < 1:
+        raise InputError(f"checkpoint_every and batch_size must be >= 1, got {hp['checkpoint_every']} and "
+                         f"{hp['batch_size']}")
     data = training_data(algorithm, train_set, config, rank, world)
     plan = BatchPlan.for_dataset(train_set, hp["batch_size"], domain_balanced=hp["domain_balanced"],
                                  class_balanced=hp["class_balanced"], seed=config.seed, rank=rank, world_size=world)
@@ -252,6 +256,8 @@ def _loop(algorithm: Algorithm, data: TrainingData, plan: BatchPlan, swad: SWAD 
                 _save(_checkpoint_state(algorithm, swad, data, step, finished=False), out_dir / "checkpoint.pt")
             continue
         record = {"step": step, **losses}
+        if data.world_size > 1:
+            _average_buffers(algorithm)
         if val_set is not None:
             record.update(validate(algorithm, val_set, config.eval_batch_size, config.num_workers))
         stop = False
@@ -274,6 +280,15 @@ def _loop(algorithm: Algorithm, data: TrainingData, plan: BatchPlan, swad: SWAD 
             break
     bar.close()
     return history, finished
+
+
+def _average_buffers(algorithm: Algorithm) -> None:
+    """Mean over processes of the floating-point buffers (running statistics of trainable BatchNorm layers,
+    which each process updates on its own share of the batch); frozen or synchronised buffers are unchanged."""
+    for buffer in algorithm.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer /= dist.get_world_size()
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
