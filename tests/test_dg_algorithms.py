@@ -187,6 +187,7 @@ def test_crt_retrains_only_a_new_classifier_on_a_frozen_featurizer(domains):
 def test_few_shot_finetuning_copies_weights_and_head_only_freezes_the_encoder(domains):
     batches, num_classes = domains
     source = build("FewShot", num_classes, domain_balanced=False)
+    assert not source.featurizer.normalize  # the workflow feeds Reinhard-normalised [0, 1] images as they are
     source.update(batches)
     source.eval()
     for trainable in ("all", "head"):

@@ -31,6 +31,7 @@ COMMON: dict[str, Any] = {
     "freeze_bn": True,
     "dropout": 0.0,
     "include_top": False,
+    "normalize": True,  # ImageNet mean/std inside the featurizer (inputs stay [0, 1] images)
     # optimisation (Adam, lr 5e-5, weight decay 0)
     "lr": 5e-5,
     "weight_decay": 0.0,
@@ -74,14 +75,15 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
              "jitter": (0.2, 0.25, 0.25, 0.15), "contrastive": "disc", "temperature": 0.1, "la_weight": 0.1,
              "projection_size": 128, "local_projection_size": 128, "augmentation": "sada"},
     # §5.4-5.5, §8.15, §8.17: EfficientNet-B0 with its ImageNet top, 256-d embedding, fastai head, label
-    # smoothing 0.1, Adam(W) wd 0.01 betas (0.9, 0.99), one-cycle, bs 16, pooled source batches.
-    "FewShot": {"backbone": "efficientnet_b0", "include_top": True, "freeze_bn": False,
+    # smoothing 0.1, Adam(W) wd 0.01 betas (0.9, 0.99), one-cycle, bs 16, pooled source batches; no ImageNet
+    # normalisation (§5.3: the code feeds Reinhard-normalised [0, 1] images).
+    "FewShot": {"backbone": "efficientnet_b0", "include_top": True, "freeze_bn": False, "normalize": False,
                 "embedding_dim": 256, "head_hidden": 512, "head_dropout": (0.25, 0.5), "label_smoothing": 0.1,
                 "lr": 1e-4, "weight_decay": 0.01, "betas": (0.9, 0.99), "lr_schedule": "one_cycle",
                 "trainable": "all", "batch_size": 16, "epochs": 15, "domain_balanced": False,
                 "augmentation": "fewshot"},
     # §5.6 / §8.17 fixed repo setting: all parameters, Adam 7e-5, bs 5, 50 epochs, plain CE.
-    "FewShotFinetune": {"backbone": "efficientnet_b0", "include_top": True, "freeze_bn": False,
+    "FewShotFinetune": {"backbone": "efficientnet_b0", "include_top": True, "freeze_bn": False, "normalize": False,
                         "embedding_dim": 256, "head_hidden": 512, "head_dropout": (0.25, 0.5),
                         "label_smoothing": 0.0, "lr": 7e-5, "weight_decay": 0.0, "betas": (0.9, 0.999),
                         "lr_schedule": "constant", "trainable": "all", "batch_size": 5, "epochs": 50,

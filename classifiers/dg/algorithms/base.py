@@ -64,10 +64,11 @@ def build_algorithm(name: str, num_classes: int, num_domains: int, hparams: Mapp
 
 def featurizer_from_hparams(hparams: Mapping[str, Any], load_weights: bool = True) -> Featurizer:
     """The featurizer the hyper-parameters describe (``backbone``, ``weights``, ``freeze_bn``, ``dropout``,
-    ``include_top``); ``load_weights=False`` skips the pretrained weights (they are about to be overwritten)."""
+    ``include_top``, ``normalize``); ``load_weights=False`` skips the pretrained weights (they are about to be
+    overwritten)."""
     return build_featurizer(hparams["backbone"], hparams["weights"] if load_weights else None,
                             freeze_bn=hparams["freeze_bn"], dropout=hparams["dropout"],
-                            include_top=hparams["include_top"])
+                            include_top=hparams["include_top"], normalize=hparams["normalize"])
 
 
 def split_minibatches(minibatches, device: torch.device) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:

@@ -121,7 +121,7 @@ class CRT(Algorithm):
     def from_algorithm(cls, stage1: Algorithm, hparams=None) -> "CRT":
         """A CRT whose featurizer is a copy of ``stage1``'s (its classifier is not carried over)."""
         merged = {key: value for key, value in stage1.hparams.items() if key in
-                  ("backbone", "freeze_bn", "dropout", "include_top", "image_size")}
+                  ("backbone", "freeze_bn", "dropout", "include_top", "normalize", "image_size")}
         crt = cls(stage1.num_classes, stage1.num_domains, {**merged, **(hparams or {})},
                   featurizer=copy.deepcopy(stage1.featurizer))
         return crt.to(stage1.device)

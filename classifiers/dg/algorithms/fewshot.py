@@ -97,8 +97,8 @@ class FewShot(Algorithm):
     def from_algorithm(cls, source: "FewShot", hparams=None) -> "FewShot":
         """A new algorithm of this class with ``source``'s trained weights (encoder, embedding and head) and its
         network hyper-parameters, a fresh optimiser and ``hparams`` on top (e.g. ``{"trainable": "head"}``)."""
-        keys = ("backbone", "freeze_bn", "dropout", "include_top", "embedding_dim", "head_hidden", "head_dropout",
-                "image_size")
+        keys = ("backbone", "freeze_bn", "dropout", "include_top", "normalize", "embedding_dim", "head_hidden",
+                "head_dropout", "image_size")
         merged = {**{key: source.hparams[key] for key in keys}, **(hparams or {})}
         new = cls(source.num_classes, source.num_domains, merged, featurizer=copy.deepcopy(source.featurizer))
         new.embedding.load_state_dict(source.embedding.state_dict())
