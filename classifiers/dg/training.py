@@ -211,6 +211,9 @@ def train(algorithm: Algorithm, train_set: ImageDataset, val_set: ImageDataset |
     swad = SWAD(hp["swad_n_converge"], hp["swad_n_tolerance"], hp["swad_tolerance_ratio"]) if hp["swad"] else None
     if swad is not None and val_set is None:
         raise InputError("SWAD selects segments by validation loss: pass val_set (or set swad=False)")
+    if swad is not None and not hp["freeze_bn"]:
+        logger.warning("SWAD averages weights only: the BatchNorm statistics of the averaged model are not "
+                       "re-estimated (the reference runs update_bn when BatchNorm is trainable)")
     out_dir = Path(config.out_dir) if config.out_dir is not None else None
     writer = rank == 0 and out_dir is not None
     if writer:
