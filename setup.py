@@ -8,16 +8,18 @@ INSTALL_REQUIRES = [
     "torch==2.13.0",
     "torchvision==0.28.0",
     "numpy>=1.24",
+    "scipy>=1.10",
     "scikit-learn>=1.4",
     "xgboost-cpu>=2.0",
     "umap-learn>=0.5",
-    "h5py>=3.8",
+    "h5py>=3.12",
     "pandas>=2.0",
     "matplotlib>=3.7",
     "pillow>=10.0",
     "pycocotools>=2.0.7",
     "tqdm>=4.60",
     "pyyaml>=6.0",
+    "tabulate>=0.9",
 ]
 
 setup(
@@ -37,6 +39,9 @@ setup(
         "console_scripts": [
             "aecfe-demo=aecfe.cli.demo:main",
             "aecfe-evaluate-cross-domain=aecfe.cli.evaluate_cross_domain:main",
+            "aecfe-train-autoencoder=aecfe.cli.train_autoencoder:main",
+            "aecfe-benchmark-autoencoder=aecfe.cli.benchmark_autoencoder:main",
+            "aecfe-benchmark-store=aecfe.cli.benchmark_store:main",
         ]
     },
 )
