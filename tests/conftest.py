@@ -3,6 +3,17 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The tests use tiny tensors: one intra-op thread (two threads on a shared two-core machine cost 10-50x
+    in spin waits). Subprocesses the tests start set their own."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -12,15 +12,6 @@ from classifiers.dg.data import synthetic_dataset
 from classifiers.dg.hparams import ALGORITHM_DEFAULTS, get_hparams
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread (two threads on a shared two-core machine cost 10-50x in spin waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = {"backbone": "tiny", "lr": 3e-3}
 NO_TOP = {"include_top": False}
 

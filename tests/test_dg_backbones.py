@@ -8,15 +8,6 @@ from aecfe.errors import InputError
 from classifiers.dg.backbones import BACKBONES, build_featurizer, resolve_weights, weights_name
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread (two threads on a shared two-core machine cost 10-50x in spin waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 MOBILENET_WEIGHTS = Path("/work/shared/weights/mobilenet_v2-b0353104.pth")
 
 

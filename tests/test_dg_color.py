@@ -10,15 +10,6 @@ from classifiers.dg.data import synthetic_dataset
 import torchvision.transforms.v2.functional as TF  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread (two threads on a shared two-core machine cost 10-50x in spin waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cells():
     data = synthetic_dataset(3, size=48)

@@ -10,15 +10,6 @@ from classifiers.dg.data import (BatchPlan, ImageDataset, few_shot_indices, step
 from classifiers.dg.transforms import AUGMENTATIONS, eval_transform, train_transform
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread (two threads on a shared two-core machine cost 10-50x in spin waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_dataset_encodes_labels_reads_files_and_applies_per_domain_transforms(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     paths = []

@@ -1,22 +1,12 @@
 """DGClassifier in the shared cross-domain evaluation, and the few-shot workflow end to end (tiny CNN)."""
 import numpy as np
 import pytest
-import torch
 
 from aecfe.errors import InputError
 from aecfe.evaluation import domain_splits, evaluate_cross_domain
 from classifiers.dg import DGClassifier, TrainConfig, few_shot_workflow, synthetic_dataset
 
 TINY = {"backbone": "tiny", "steps": 6, "checkpoint_every": 3, "batch_size": 4, "image_size": 24}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread (two threads on a shared two-core machine cost 10-50x in spin waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

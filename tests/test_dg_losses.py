@@ -9,15 +9,6 @@ from classifiers.dg.losses import (boda_loss, disc_loss, local_alignment_loss, m
                                    pairwise_mean_cov, supcon_loss)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread (two threads on a shared two-core machine cost 10-50x in spin waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 INF = float("inf")
 
 

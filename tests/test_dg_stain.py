@@ -8,15 +8,6 @@ from classifiers.dg.stain import (choose_donors, estimate_stains, kmeans, optica
                                   stain_augment, whiten_dark_pixels)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread (two threads on a shared two-core machine cost 10-50x in spin waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def three_labs():
     data = synthetic_dataset(6, size=48)

@@ -18,15 +18,6 @@ from classifiers.dg.training import TrainConfig, load_algorithm, predict_dataset
 from classifiers.dg.transforms import eval_transform, train_transform
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread (two threads on a shared two-core machine cost 10-50x in spin waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def datasets(augmentation="domainbed", n=6):
     """Training set of two labs (training transforms), validation set of the same labs, test set of the third."""
     data = synthetic_dataset(n, size=24, seed=0)
