@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from aecfe import checkpoints
 from aecfe.errors import InputError
 from extractors.autoencoder import CROP_SHAPE, ROI_SHAPE, AECFEAutoencoder, AutoencoderConfig, JsonConfig
 from extractors.losses import AECFELoss
@@ -412,10 +412,7 @@ class AutoencoderTrainer:
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write the checkpoint atomically (temporary file, then rename)."""
-        path = Path(path)
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save(self.checkpoint(), temporary)
-        os.replace(temporary, path)
+        checkpoints.save_atomic(self.checkpoint(), path)
 
     def load_checkpoint(self, path: str | Path) -> "AutoencoderTrainer":
         """Restore model, optimizer, loss (e.g. discriminator) state, epoch and step from ``path``."""
@@ -433,13 +430,7 @@ class AutoencoderTrainer:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` of a trainer checkpoint, with its format checked."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise InputError(f"{path}: cannot read the autoencoder checkpoint ({error})") from error
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not an autoencoder checkpoint of format {CHECKPOINT_FORMAT}")
-    return state
+    return checkpoints.read_checkpoint(path, CHECKPOINT_FORMAT, "autoencoder checkpoint")
 
 
 def load_autoencoder(path: str | Path) -> AECFEAutoencoder:

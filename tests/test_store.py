@@ -301,6 +301,7 @@ def test_uncommitted_tail_is_ignored_by_readers_and_truncated_on_append(store_pa
                     dataset[-3:] = ["junk"] * 3
     with CellStore.open(store_path) as store:
         pd.testing.assert_frame_equal(store.cells(), before_cells)
+        pd.testing.assert_frame_equal(store.images(), before_images)
     with CellStore.open(store_path, mode="a") as store:
         fill(store, 2, first=10)
     with CellStore.open(store_path) as store:

@@ -4,7 +4,6 @@ The image decoder costs ~16 GFLOP per cell and training step, so every test uses
 """
 import copy
 import json
-import os
 
 import numpy as np
 import pytest

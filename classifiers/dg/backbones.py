@@ -26,7 +26,6 @@ the classifier's keys may be missing or of another shape when ``include_top`` is
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from aecfe import torchvision_compat  # noqa: F401  (must precede torchvision)
+from aecfe import checkpoints
 from aecfe.errors import InputError
 
 import torchvision  # noqa: E402  (after torchvision_compat)
@@ -152,10 +152,7 @@ def weights_name(weights: Any) -> str | None:
 
 
 def _load_state_dict_file(model: nn.Module, path: Path, top_prefix: str, include_top: bool) -> None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise InputError(f"{path}: cannot read the weights ({error})") from error
+    state = checkpoints.load_weights_only(path, "weights")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise InputError(f"{path}: expected a state dict (parameter name -> tensor) of the full torchvision model")
     state = {key.removeprefix("module."): value for key, value in state.items()}

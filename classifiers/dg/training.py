@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from aecfe import checkpoints
 from aecfe.errors import InputError
 from classifiers.dg.algorithms import Algorithm, featurizer_from_hparams, get_algorithm
 from classifiers.dg.data import BatchPlan, ImageDataset, SeededItems, step_loader, steps_for_epochs
@@ -228,7 +228,7 @@ def train(algorithm: Algorithm, train_set: ImageDataset, val_set: ImageDataset |
         history, finished = _loop(algorithm, data, plan, swad, val_set, config, start, out_dir if writer else None)
     final = swad.averaged(algorithm) if swad is not None else algorithm
     if writer and finished:
-        _save(_model_state(final, train_set, data, swad_averaged=swad is not None), out_dir / "model.pt")
+        checkpoints.save_atomic(_model_state(final, train_set, data, swad_averaged=swad is not None), out_dir / "model.pt")
     return TrainResult(final, algorithm, history, swad)
 
 
@@ -256,7 +256,7 @@ def _loop(algorithm: Algorithm, data: TrainingData, plan: BatchPlan, swad: SWAD 
             _log(out_dir, {"step": step, **losses, "seconds": round(time.perf_counter() - started, 3)})
         if step % hp["checkpoint_every"] != 0 and step != steps - 1:
             if step == stop_at - 1 and out_dir is not None:  # interrupted: state only, no validation or segment
-                _save(_checkpoint_state(algorithm, swad, data, step, finished=False), out_dir / "checkpoint.pt")
+                checkpoints.save_atomic(_checkpoint_state(algorithm, swad, data, step, finished=False), out_dir / "checkpoint.pt")
             continue
         record = {"step": step, **losses}
         if data.world_size > 1:
@@ -275,7 +275,7 @@ def _loop(algorithm: Algorithm, data: TrainingData, plan: BatchPlan, swad: SWAD 
                                                               if k != "step" and "/" not in k))
         if out_dir is not None:
             _log(out_dir, {"checkpoint": True, **record})
-            _save(_checkpoint_state(algorithm, swad, data, step, finished=stop or step == steps - 1),
+            checkpoints.save_atomic(_checkpoint_state(algorithm, swad, data, step, finished=stop or step == steps - 1),
                   out_dir / "checkpoint.pt")
         if stop:
             logger.info("SWAD loss valley is dead: early stop at step %d", step)
@@ -319,12 +319,6 @@ def _checkpoint_state(algorithm: Algorithm, swad: SWAD | None, data: TrainingDat
     return state
 
 
-def _save(state: dict[str, Any], path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
 def _log(out_dir: Path, record: dict[str, Any]) -> None:
     with open(out_dir / "log.jsonl", "a", encoding="utf-8") as log:
         log.write(json.dumps(record) + "\n")
@@ -332,13 +326,7 @@ def _log(out_dir: Path, record: dict[str, Any]) -> None:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` of a checkpoint or model file, format checked."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise InputError(f"{path}: cannot read the DG checkpoint ({error})") from error
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a DG checkpoint of format {CHECKPOINT_FORMAT}")
-    return state
+    return checkpoints.read_checkpoint(path, CHECKPOINT_FORMAT, "DG checkpoint")
 
 
 def _restore(algorithm: Algorithm, swad: SWAD | None, path: Path) -> tuple[int, bool]:
