@@ -66,6 +66,8 @@ KEYS: tuple[str, ...] = ("head", "seed", "protocol", "variant", "train_domain", 
 """Columns identifying one evaluation in :attr:`CrossDomainResult.scores` and ``per_class``."""
 LODO_ROW = "other domains"
 """Row label of the leave-one-domain-out summary."""
+IN_DOMAIN_ROW = "same domain"
+"""Row label of :meth:`CrossDomainResult.in_domain_summary`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,16 +181,29 @@ class CrossDomainResult:
             raise InputError(f"unknown metric {metric!r}; available: {', '.join(METRICS)}")
         rows = self._select(protocol, variant, head)
         if protocol == "lodo":
-            per_seed = rows.pivot_table(index="seed", columns="test_domain", values=metric)
-            per_seed["mean"] = per_seed.mean(axis=1)
-            order = [d for d in self.domains if d in per_seed.columns] + ["mean"]
-            table = per_seed[order].agg(_mean_std).to_frame(LODO_ROW).T
-            table.columns.name = "held out"
-            return table
+            return self._per_domain_row(rows, metric, LODO_ROW, "held out")
         cells = rows.groupby(["train_domain", "test_domain"])[metric].agg(_mean_std).unstack("test_domain")
         order = [d for d in self.domains if d in cells.index], [d for d in self.domains if d in cells.columns]
         table = cells.loc[order[0], order[1]]
         table.index.name, table.columns.name = "trained on", "tested on"
+        return table
+
+    def in_domain_summary(self, metric: str = "accuracy", head: str | None = None) -> pd.DataFrame:
+        """The ``matrix`` diagonal as one row (:data:`IN_DOMAIN_ROW`) shaped like the ``lodo`` summary: columns =
+        domain (trained on its training part, scored on its test part: the oracle of a transfer) and ``mean``
+        (per-seed average over domains, then mean ± std over seeds), ``"mean ± std"`` in percent."""
+        if metric not in METRICS:
+            raise InputError(f"unknown metric {metric!r}; available: {', '.join(METRICS)}")
+        rows = self._select("matrix", "test_split", head)
+        rows = rows[rows["train_domain"] == rows["test_domain"]]
+        return self._per_domain_row(rows, metric, IN_DOMAIN_ROW, "domain")
+
+    def _per_domain_row(self, rows: pd.DataFrame, metric: str, label: str, columns_name: str) -> pd.DataFrame:
+        per_seed = rows.pivot_table(index="seed", columns="test_domain", values=metric)
+        per_seed["mean"] = per_seed.mean(axis=1)
+        order = [d for d in self.domains if d in per_seed.columns] + ["mean"]
+        table = per_seed[order].agg(_mean_std).to_frame(label).T
+        table.columns.name = columns_name
         return table
 
     def _select(self, protocol: str, variant: str | None, head: str | None) -> pd.DataFrame:
@@ -333,6 +348,63 @@ def evaluate_cross_domain(X, y, domains, head: str | Callable[..., Any] = "rf", 
     config = {"head": head_name, "head_params": dict(head_params or {}), "seeds": seeds, "protocols": protocols,
               "lodo_variants": lodo_variants, "test_size": test_size}
     return run.result(order, config)
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """Predictions of one trained model on samples of one test domain, made outside
+    :func:`evaluate_cross_domain` (e.g. by the few-shot workflow, whose training also uses labelled target
+    samples), to be scored into the same tables by :func:`score_predictions`.
+
+    ``indices``: (n,) global sample indices scored; ``y_pred``: (n,) their predicted labels; ``train_classes``:
+    the classes the model was trained on; ``test_part``: what was scored (free text, e.g. "all_but_finetune").
+    ``protocol`` / ``variant`` must be one of :data:`VARIANTS`; ``train_domain`` names the training data.
+    """
+
+    seed: int
+    protocol: str
+    variant: str
+    train_domain: str
+    test_domain: str
+    test_part: str
+    indices: np.ndarray
+    y_pred: np.ndarray
+    train_classes: Sequence
+    n_train: int
+
+
+class _Lookup:
+    """A 'model' returning stored predictions for global sample indices (``X`` = ``np.arange(N)``)."""
+
+    def __init__(self, indices: np.ndarray, y_pred: np.ndarray):
+        self.by_index = dict(zip(np.asarray(indices).tolist(), np.asarray(y_pred).tolist()))
+
+    def predict(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray([self.by_index[i] for i in np.asarray(indices).tolist()], dtype=object)
+
+
+def score_predictions(predictions: Iterable[Predictions], y, domains, head: str, config: dict | None = None,
+                      domain_order: Sequence[str] | None = None) -> CrossDomainResult:
+    """Score :class:`Predictions` made outside :func:`evaluate_cross_domain` into a :class:`CrossDomainResult`
+    (scores, per-class reports, confusion matrices, summaries, files) exactly as that function scores its own
+    models. ``y`` (N,) and ``domains`` (N,) are the labels and domains of every sample the indices refer to;
+    ``head`` names the method; ``config`` is stored (``seeds`` defaults to the seeds of the predictions).
+    ``splits`` is empty (the caller made the splits)."""
+    y, domains = _check_inputs(np.arange(len(y)), y, domains)
+    run = _Run(np.arange(len(y)), y, head, lambda seed: None, np.unique(y))
+    seeds = []
+    for p in predictions:
+        _check_choices("protocol", [p.protocol], PROTOCOLS)
+        _check_choices(f"{p.protocol} variant", [p.variant], VARIANTS[p.protocol])
+        if len(p.indices) != len(p.y_pred):
+            raise InputError(f"{head}, {p.train_domain} -> {p.test_domain}: {len(p.indices)} indices but "
+                             f"{len(p.y_pred)} predictions")
+        fitted = _Fitted(_Lookup(p.indices, p.y_pred), p.n_train, np.asarray(p.train_classes))
+        run.score(fitted, p.seed, p.protocol, {p.variant: (p.test_part, np.asarray(p.indices, dtype=np.int64))},
+                  p.train_domain, p.test_domain)
+        seeds.append(p.seed)
+    config = {"head": head, "seeds": sorted(set(seeds)), **(config or {})}
+    return run.result(_domain_order(domains, domain_order), config)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,11 +48,14 @@ def few_shot_workflow(dataset: ImageDataset, sources: Sequence[str], target: str
                       shots_per_class: int | None = None, trainable: str = "all",
                       degrade_domains: Sequence[str] = (), source_hparams: Mapping[str, Any] | None = None,
                       finetune_hparams: Mapping[str, Any] | None = None, seed: int = 0,
-                      config: TrainConfig | None = None, batch_size: int = 64) -> FewShotResult:
+                      config: TrainConfig | None = None, batch_size: int = 64,
+                      source: Algorithm | None = None) -> FewShotResult:
     """Run the workflow of the module docstring on ``dataset`` (its own transform is ignored).
 
     ``shots_per_class`` defaults to the ``FewShotFinetune`` hyper-parameter; ``config.out_dir`` (if any)
     receives ``source/`` and ``finetune/`` run folders; ``seed`` draws the fine-tuning set and seeds training.
+    ``source``: a source model already trained on ``sources`` (e.g. ``result.source`` of a run with another
+    ``shots_per_class``): step 1 is skipped.
     """
     names = list(dataset.domain_names)
     unknown = sorted((set(sources) | {target} | set(degrade_domains)) - set(names))
@@ -71,10 +74,11 @@ def few_shot_workflow(dataset: ImageDataset, sources: Sequence[str], target: str
         out_dir = None if config.out_dir is None else Path(config.out_dir) / name
         return dataclasses.replace(config, seed=seed, out_dir=out_dir)
 
-    source_set = dataset.subset(source_index, transform={
-        name: train_transform("fewshot", size, degrade=name in degrade_domains) for name in names})
-    source = build_algorithm("FewShot", len(dataset.classes), 1, source_hparams)
-    source = train(source, source_set, None, run_config("source")).algorithm
+    if source is None:
+        source_set = dataset.subset(source_index, transform={
+            name: train_transform("fewshot", size, degrade=name in degrade_domains) for name in names})
+        source = build_algorithm("FewShot", len(dataset.classes), 1, source_hparams)
+        source = train(source, source_set, None, run_config("source")).algorithm
 
     finetune_index = few_shot_indices(dataset.targets, shots, seed, candidates=target_index)
     test_index = np.setdiff1d(target_index, finetune_index)
