@@ -1,0 +1,145 @@
+"""Extract cell features into an HDF5 cell store: images -> detector -> RoI features + crops -> embeddings.
+
+Usage::
+
+    aecfe-extract-features --class-folders data/cls --detector-checkpoint det.pt \\
+        --autoencoder-checkpoint ae.pt --baselines rcnn_roi --out runs/cells.h5
+    aecfe-extract-features --domain lab1=imgs/lab1 --coco lab2=lab2/annotations.json --files more.txt ...
+    aecfe-extract-features ... --shard 0/4 --out runs/shard0.h5      # one of 4 shards (0/4 .. 3/4)
+    aecfe-extract-features --merge runs/shard*.h5 --out runs/cells.h5
+
+Inputs (repeatable, combinable): ``--class-folders DIR`` (``DIR/<domain>/<class>/<image>``), ``--domain
+NAME=DIR`` (``DIR/<class>/<image>``), ``--coco NAME=JSON`` (whole fields, unlabelled), ``--files LIST``
+(one image per line, optionally ``<TAB>domain<TAB>label``). Class-folder and list images are single-cell
+crops unless ``--fields``.
+
+Every stage is cached in the store: a re-run (or a run after a crash or ``kill -9``) skips the images
+already in it and continues each embedding at its committed row count, and gives the same content as one
+uninterrupted run. The run report (images read, cells found, images skipped and why, per domain) is
+written to ``<out>.report.json`` and logged. ``--merge`` joins shard stores with
+:func:`aecfe.store.merge_stores` and reports on the result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from aecfe.errors import AecfeError, InputError
+from aecfe.pipeline import (BASELINE_EMBEDDINGS, RAW_PIXEL_SIDE, autoencoder_stage, baseline_stage,
+                            extraction_report, gather_images, parse_named_path, parse_shard, run_extraction,
+                            write_report)
+from aecfe.store import CellStore, merge_stores
+
+logger = logging.getLogger(__name__)
+
+
+def _named_path(text: str) -> tuple[str, Path]:
+    try:
+        return parse_named_path(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="the cell store (HDF5) to write or resume")
+    inputs = parser.add_argument_group("inputs (repeatable)")
+    inputs.add_argument("--class-folders", type=Path, action="append", default=[], metavar="DIR",
+                        help="DIR/<domain>/<class>/<image>")
+    inputs.add_argument("--domain", type=_named_path, action="append", default=[], metavar="NAME=DIR",
+                        help="one domain's DIR/<class>/<image>")
+    inputs.add_argument("--coco", type=_named_path, action="append", default=[], metavar="NAME=JSON",
+                        help="COCO annotations of one domain's fields")
+    inputs.add_argument("--files", type=Path, action="append", default=[], metavar="LIST",
+                        help="text file: one image path per line [<TAB>domain[<TAB>label]]")
+    inputs.add_argument("--fields", action="store_true",
+                        help="class-folder and list images are fields with several cells, not single-cell crops")
+    inputs.add_argument("--shard", help="process shard i/n of the sorted image list (i counted from 0)")
+    detector = parser.add_argument_group("detector")
+    detector.add_argument("--detector-checkpoint", type=Path, help="trained detector (detectors.training)")
+    detector.add_argument("--detector-backend", default="torchvision")
+    detector.add_argument("--backbone", default=None, help="detector backbone (default: the checkpoint's)")
+    detector.add_argument("--min-size", type=int, default=None, help="detector input resize: shorter side")
+    detector.add_argument("--max-size", type=int, default=None, help="detector input resize: longer side cap")
+    detector.add_argument("--batch-size", type=int, default=4, help="images per detector call")
+    stages = parser.add_argument_group("stored stages and embeddings")
+    stages.add_argument("--no-roi", action="store_true", help="do not store RoI features (256x14x14 float16)")
+    stages.add_argument("--no-crops", action="store_true", help="do not store crops (3x128x128 uint8)")
+    stages.add_argument("--autoencoder-checkpoint", type=Path, help="trained autoencoder: writes its embedding")
+    stages.add_argument("--embedding-name", help="name of the autoencoder embedding (default ae_<alignment>)")
+    stages.add_argument("--encode-batch", type=int, default=256)
+    stages.add_argument("--baselines", nargs="*", choices=BASELINE_EMBEDDINGS, default=[],
+                        help="baseline embeddings: rcnn_roi = RoI features averaged over 14x14 (256-d), "
+                             f"raw_pixels = crop averaged to {RAW_PIXEL_SIDE}x{RAW_PIXEL_SIDE} RGB")
+    stages.add_argument("--chunk-cells", type=int, default=256, help="cells per store commit")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="SHARD",
+                        help="instead of extracting: merge these shard stores into --out")
+    parser.add_argument("--threads", type=int, help="torch threads")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def detector_factory_and_identity(args) -> tuple:
+    """(a function building the detector, its identity for the store's provenance) from the arguments."""
+    from aecfe.store import model_identity
+
+    config = {"backend": args.detector_backend, "backbone": args.backbone, "min_size": args.min_size,
+              "max_size": args.max_size}
+    if args.detector_checkpoint is None:
+        return None, None
+    if not args.detector_checkpoint.is_file():
+        raise InputError(f"{args.detector_checkpoint}: detector checkpoint not found")
+
+    def build():
+        from detectors.base import make_detector
+
+        options = {key: value for key, value in config.items() if value is not None and key != "backend"}
+        return make_detector(args.detector_backend, checkpoint=args.detector_checkpoint, **options)
+
+    return build, model_identity(config, args.detector_checkpoint)
+
+
+def merge(shards: list[Path], out: Path) -> dict:
+    """Merge shard stores into ``out`` and write the merged store's report."""
+    merge_stores(shards, out)
+    reports = [Path(str(s) + ".report.json") for s in shards]
+    scan_skipped = {}
+    for path in reports:  # every shard saw the same scan: keep the first report's scan skips
+        if path.is_file():
+            scan_skipped = json.loads(path.read_text(encoding="utf-8")).get("scan_skipped", {})
+            break
+    with CellStore.open(out) as store:
+        report = extraction_report(store, merged_from=[str(s) for s in shards])
+    report["scan_skipped"] = scan_skipped
+    write_report(report, out)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        if args.merge:
+            merge(args.merge, args.out)
+            return 0
+        listing = gather_images(class_folders=args.class_folders, domains=args.domain, coco=args.coco,
+                                files=args.files, fields=args.fields)
+        factory, identity = detector_factory_and_identity(args)
+        embeddings = [baseline_stage(name) for name in args.baselines]
+        if args.autoencoder_checkpoint:
+            embeddings.append(autoencoder_stage(args.autoencoder_checkpoint, args.embedding_name, args.encode_batch))
+        run_extraction(listing, args.out, detector_factory=factory, detector_identity=identity,
+                       embeddings=embeddings, shard=parse_shard(args.shard), keep_roi=not args.no_roi,
+                       keep_crops=not args.no_crops, batch_size=args.batch_size, chunk_cells=args.chunk_cells,
+                       progress=not args.no_progress)
+    except AecfeError as err:
+        logger.error("%s", err)
+        return 2
+    return 0

@@ -1,0 +1,438 @@
+"""Feature extraction as a resumable pipeline: images -> detector -> RoI features and crops -> embeddings.
+
+Everything lands in one HDF5 cell store (:mod:`aecfe.store`), stage by stage, each stage cached:
+
+1. **inputs** (:func:`gather_images`): class folders (``root/<domain>/<class>/<image>`` or one domain's
+   ``root/<class>/<image>``), COCO files (whole fields) and plain lists of files, as
+   :class:`ExtractionImage` (path, domain, canonical label or None). Images the scan rejects (empty files,
+   labels the class map drops) are counted in a :class:`~aecfe.io.SkipCounter`, never silently dropped.
+   :func:`shard_images` takes shard ``i`` of ``n`` of that list (round robin over the sorted list).
+2. **roi stage** (``detectors.roi_stage.write_roi_stage``): per image the detector's boxes, scores, mask
+   areas, RoI features (256x14x14) and crops (3x128x128); images already in the store are skipped, so a
+   re-run, or a run after ``kill -9``, continues where the last commit stopped. Unreadable images are
+   stored with status ``"error"`` and images without a cell with status ``"undetected"`` (with reasons).
+3. **embedding stages** (:func:`write_embedding_stage`): per embedding name, rows are computed block by
+   block from the store's committed cells and committed with ``rows_done``; a re-run starts at
+   :meth:`~aecfe.store.CellStore.embedding_progress`. Embeddings: the autoencoder's code
+   (:func:`autoencoder_stage`), and the baselines ``rcnn_roi`` (RoI features averaged over the 14x14
+   grid: 256-d, the R-CNN-RF baseline of METHODS §1.8) and ``raw_pixels`` (the crop block-averaged to
+   ``side`` x ``side`` RGB in [0, 1]).
+4. **report** (:func:`extraction_report`): images read, cells found, images skipped and why, per domain,
+   from the store itself (so it is right after any number of resumed runs), plus the scan's skips; written
+   as JSON next to the store (:func:`report_path`) and logged.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from aecfe.errors import InputError, StoreError
+from aecfe.io import ImageRecord, SkipCounter, load_coco, scan_class_folders, scan_domains
+from aecfe.store import CellStore
+
+logger = logging.getLogger(__name__)
+
+EMBEDDING_BLOCK = 1024
+"""Cells read, embedded and committed at a time by :func:`write_embedding_stage`."""
+BASELINE_EMBEDDINGS = ("rcnn_roi", "raw_pixels")
+RAW_PIXEL_SIDE = 8
+ROI_SHAPE = (256, 14, 14)
+CROP_SHAPE = (3, 128, 128)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class ExtractionImage:
+    """One image to extract: ``path`` (the store's resume key, kept as given), ``domain``, ``label``
+    (canonical class of the image's cell(s) or None when unknown) and ``single_cell`` (the image shows one
+    cell, as in a classification set, rather than a field with several). ``record``: the
+    :class:`~aecfe.io.ImageRecord` the scan made, if any (see :meth:`as_record`)."""
+
+    path: Path
+    domain: str
+    label: str | None = None
+    single_cell: bool = True
+    record: ImageRecord | None = field(default=None, compare=False, repr=False)
+
+    def as_record(self) -> ImageRecord:
+        """The :class:`~aecfe.io.ImageRecord` the roi stage reads (path, domain, canonical label)."""
+        if self.record is not None:
+            return self.record
+        return ImageRecord(self.path, self.domain, self.label or "", self.label, "unknown")
+
+
+@dataclass
+class ImageList:
+    """The images of a run and what the scan left out: ``images`` in a fixed order, ``skips`` (counted by
+    reason), ``sources`` (one line per input, for the report)."""
+
+    images: list[ExtractionImage] = field(default_factory=list)
+    skips: SkipCounter = field(default_factory=lambda: SkipCounter("images"))
+    sources: list[str] = field(default_factory=list)
+
+
+def parse_named_path(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` -> (name, path); :class:`InputError` otherwise."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise InputError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
+def read_file_list(list_path: str | os.PathLike, default_domain: str | None = None) -> list[ExtractionImage]:
+    """Images listed in a text file, one per line: ``path`` or ``path<TAB>domain`` or
+    ``path<TAB>domain<TAB>label``; blank lines and lines starting with ``#`` are ignored.
+
+    Relative paths are relative to the list's folder. The domain defaults to ``default_domain`` or the
+    list's file name without suffix; a missing or empty label is None (unlabelled).
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise InputError(f"{list_path}: image list not found")
+    default_domain = default_domain or list_path.stem
+    images = []
+    with list_path.open(encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+                continue
+            if len(row) > 3:
+                raise InputError(f"{list_path}:{number}: expected path[<TAB>domain[<TAB>label]], got {len(row)} "
+                                 "tab-separated fields")
+            path = Path(row[0].strip())
+            path = path if path.is_absolute() else list_path.parent / path
+            domain = row[1].strip() if len(row) > 1 and row[1].strip() else default_domain
+            label = row[2].strip() if len(row) > 2 and row[2].strip() else None
+            images.append(ExtractionImage(path, domain, label, single_cell=True))
+    if not images:
+        raise InputError(f"{list_path}: lists no images")
+    return images
+
+
+def gather_images(*, class_folders: Iterable[str | os.PathLike] = (),
+                  domains: Mapping[str, str | os.PathLike] | Iterable[tuple[str, str | os.PathLike]] = (),
+                  coco: Mapping[str, str | os.PathLike] | Iterable[tuple[str, str | os.PathLike]] = (),
+                  files: Iterable[str | os.PathLike] = (), fields: bool = False) -> ImageList:
+    """Collect the images of a run from every kind of input, in the order given, without duplicates.
+
+    Args:
+        class_folders: folders ``root/<domain>/<class>/<image>`` (each subfolder a domain, like ``data/cls``).
+        domains: ``(name, folder)`` pairs of one domain's ``folder/<class>/<image>``.
+        coco: ``(name, annotations.json)`` pairs; every image is a field (``single_cell=False``), labelled
+            only when its entry has an ``image_label`` (BCCD).
+        files: image lists (:func:`read_file_list`).
+        fields: mark class-folder and list images as fields with several cells, not single-cell crops.
+
+    Labels of class folders are canonical classes (via the domain's class map, :mod:`aecfe.taxonomy`).
+    Unusable entries (empty files, labels the class map drops, broken COCO entries) are skipped and
+    counted; an image path given twice keeps its first occurrence (counted as ``duplicate path``).
+    """
+    listing = ImageList()
+    single = not fields
+    for root in class_folders:
+        records = scan_domains(root, on_error="skip", skips=listing.skips)
+        listing.images.extend(ExtractionImage(r.path, r.domain, r.canonical, single, r) for r in records)
+        listing.sources.append(f"class folders {root}: {len(records)} images")
+    for name, folder in _pairs(domains):
+        records = scan_class_folders(folder, domain=name, on_error="skip", skips=listing.skips)
+        listing.images.extend(ExtractionImage(r.path, r.domain, r.canonical, single, r) for r in records)
+        listing.sources.append(f"domain {name} = {folder}: {len(records)} images")
+    for name, json_path in _pairs(coco):
+        entries = load_coco(json_path, on_error="skip", skips=listing.skips)
+        listing.images.extend(ExtractionImage(e.path, name, _coco_image_label(e), single_cell=False)
+                              for e in entries)
+        listing.sources.append(f"COCO {name} = {json_path}: {len(entries)} images")
+    for list_path in files:
+        listed = read_file_list(list_path)
+        listing.images.extend(ExtractionImage(i.path, i.domain, i.label, single) for i in listed)
+        listing.sources.append(f"file list {list_path}: {len(listed)} images")
+    seen: set[str] = set()
+    unique = []
+    for image in listing.images:
+        if str(image.path) in seen:
+            listing.skips.skip("duplicate path", image.path)
+        else:
+            seen.add(str(image.path))
+            unique.append(image)
+    listing.images = unique
+    if not listing.images:
+        raise InputError("no images to extract: give --class-folders, --domain, --coco or --files "
+                         f"({listing.skips.summary()})")
+    return listing
+
+
+def _coco_image_label(entry) -> str | None:
+    label = entry.attributes.get("image_label")
+    return label if isinstance(label, str) and label else None
+
+
+def _pairs(values) -> list[tuple[str, Path]]:
+    items = values.items() if isinstance(values, Mapping) else values
+    return [(str(name), Path(path)) for name, path in items]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` (0 <= i < n) -> (i, n); None -> None; :class:`InputError` otherwise."""
+    if text is None:
+        return None
+    index, sep, count = str(text).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or not 0 <= i < n:
+        raise InputError(f"--shard must be i/n with 0 <= i < n (shard i of n, counted from 0), got {text!r}")
+    return i, n
+
+
+def shard_images(images: Sequence[ExtractionImage], shard: tuple[int, int] | None) -> list[ExtractionImage]:
+    """Shard ``i`` of ``n``: every n-th image of the list sorted by (domain, path), starting at the i-th.
+
+    The n shards partition the list (each image in exactly one), do not depend on the order the inputs
+    were given in, and spread every domain evenly over the shards. None: the whole list, unchanged.
+    """
+    if shard is None:
+        return list(images)
+    i, n = shard
+    ordered = sorted(images, key=lambda image: (image.domain, str(image.path)))
+    return ordered[i::n]
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+def roi_mean_features(roi: np.ndarray) -> np.ndarray:
+    """RoI features (N, C, H, W) -> (N, C) float32: the mean over the H x W grid (R-CNN-RF baseline)."""
+    roi = np.asarray(roi)
+    if roi.ndim != 4:
+        raise ValueError(f"RoI features must be (N, C, H, W), got shape {roi.shape}")
+    return roi.mean(axis=(2, 3), dtype=np.float32)
+
+
+def block_average(images: np.ndarray, side: int) -> np.ndarray:
+    """``(N, 3, S, S)`` uint8 -> ``(N, 3 * side * side)`` float32 in [0, 1], mean over ``S/side`` blocks."""
+    n, channels, height, width = images.shape
+    if height % side or width % side:
+        raise ValueError(f"crop side {height}x{width} is not a multiple of {side}")
+    blocks = images.reshape(n, channels, side, height // side, side, width // side)
+    return (blocks.mean(axis=(3, 5), dtype=np.float32) / 255.0).reshape(n, -1)
+
+
+@dataclass(frozen=True)
+class EmbeddingStage:
+    """One named embedding: ``compute(store, rows: slice) -> (k, D) array`` for the cells ``rows``, and the
+    ``attrs`` recorded with it (its identity: a resumed run must bring the same)."""
+
+    name: str
+    compute: Callable[[CellStore, slice], np.ndarray]
+    attrs: Mapping
+
+
+def baseline_stage(name: str, pixel_side: int = RAW_PIXEL_SIDE) -> EmbeddingStage:
+    """``"rcnn_roi"`` (needs the roi stage) or ``"raw_pixels"`` (needs crops) as an :class:`EmbeddingStage`."""
+    if name == "rcnn_roi":
+        return EmbeddingStage(name, lambda store, rows: roi_mean_features(store.roi(rows)),
+                              {"features": "RoI features averaged over the 14x14 grid (R-CNN-RF baseline)"})
+    if name == "raw_pixels":
+        return EmbeddingStage(name, lambda store, rows: block_average(store.crops(rows), pixel_side),
+                              {"features": f"crop block-averaged to {pixel_side}x{pixel_side} RGB in [0, 1]"})
+    raise InputError(f"unknown baseline embedding {name!r}; choose from {BASELINE_EMBEDDINGS}")
+
+
+def autoencoder_stage(checkpoint: str | os.PathLike, name: str | None = None, batch_size: int = 256,
+                      device: str = "cpu") -> EmbeddingStage:
+    """The AE-CFE code z of every cell (from its RoI features) with the autoencoder of a trainer checkpoint.
+
+    ``name`` defaults to ``ae_<alignment>`` (e.g. ``ae_mmd``) from the checkpoint's trainer config.
+    The attrs record the model's identity (config and the checkpoint's sha256) like
+    ``scripts/train_autoencoder.py --embedding`` does.
+    """
+    import torch
+
+    from aecfe.store import model_identity
+    from extractors.trainer import encode_dataset, load_autoencoder, read_checkpoint
+
+    state = read_checkpoint(checkpoint)
+    model = load_autoencoder(checkpoint).to(torch.device(device))
+    name = name or f"ae_{state['trainer_config'].get('alignment', 'none')}"
+    attrs = {"autoencoder": model_identity(model.config.to_dict(), checkpoint),
+             "trainer": state["trainer_config"]}
+
+    def encode(store: CellStore, rows: slice) -> np.ndarray:
+        return encode_dataset(model, store.roi(rows), batch_size)
+
+    return EmbeddingStage(name, encode, attrs)
+
+
+def write_embedding_stage(store: CellStore, stage: EmbeddingStage, block: int = EMBEDDING_BLOCK,
+                          progress: bool = True) -> int:
+    """Compute and commit ``stage`` for the store's cells not embedded yet; returns the rows written now.
+
+    Resumes at ``store.embedding_progress(stage.name)``; each block of ``block`` cells is committed on its
+    own, so a crash loses at most the block being written.
+    """
+    store.flush()
+    total, start = len(store), store.embedding_progress(stage.name)
+    if start >= total:
+        return 0
+    with tqdm(total=total, initial=start, desc=f"embedding {stage.name}", unit="cell", disable=not progress) as bar:
+        for first in range(start, total, block):
+            rows = slice(first, min(first + block, total))
+            store.write_embedding(stage.name, first, stage.compute(store, rows), attrs=stage.attrs)
+            bar.update(rows.stop - rows.start)
+    return total - start
+
+
+# ---------------------------------------------------------------------------------------------- report
+def report_path(store_path: str | os.PathLike) -> Path:
+    """Where the run report of a store goes: ``<store>.report.json`` beside it."""
+    store_path = Path(store_path)
+    return store_path.with_name(store_path.name + ".report.json")
+
+
+def extraction_report(store: CellStore, scan_skips: SkipCounter | None = None, **extra) -> dict:
+    """The run report, from the store's committed content (right after any number of resumed runs).
+
+    ``{"store", "totals": {...}, "domains": {domain: {...}}, "scan_skipped": {reason: n}, "embeddings":
+    {name: rows_done}, **extra}`` where each count block holds ``images`` (read into the store), ``ok``,
+    ``undetected``, ``error``, ``cells`` and ``skipped_reasons`` ({reason: n} over undetected and error
+    images).
+    """
+    images = store.images()
+    domains = {}
+    for domain, group in images.groupby("domain", sort=True):
+        domains[str(domain)] = _counts(group)
+    return {
+        "store": str(store.path),
+        "totals": _counts(images),
+        "domains": domains,
+        "scan_skipped": dict(sorted(scan_skips.skipped.items())) if scan_skips else {},
+        "scan_skip_examples": dict(scan_skips.examples) if scan_skips else {},
+        "embeddings": {name: store.embedding_progress(name) for name in store.embedding_names()},
+        **extra,
+    }
+
+
+def _counts(images) -> dict:
+    status = images["status"].value_counts()
+    skipped = images[images["status"] != "ok"]
+    reasons = (skipped["status"] + ": " + skipped["reason"]).value_counts()
+    return {"images": int(len(images)), "ok": int(status.get("ok", 0)),
+            "undetected": int(status.get("undetected", 0)), "error": int(status.get("error", 0)),
+            "cells": int(images["n_cells"].sum()),
+            "skipped_reasons": {str(k): int(v) for k, v in sorted(reasons.items())}}
+
+
+def format_report(report: Mapping) -> str:
+    """A few lines for the log: totals, then one line per domain, then the scan's skips."""
+    def line(name: str, counts: Mapping) -> str:
+        text = (f"{name}: {counts['images']} images read, {counts['cells']} cells, {counts['ok']} with cells, "
+                f"{counts['undetected']} undetected, {counts['error']} errors")
+        if counts["skipped_reasons"]:
+            text += " (" + ", ".join(f"{n} {reason}" for reason, n in counts["skipped_reasons"].items()) + ")"
+        return text
+
+    lines = [line("all domains", report["totals"])]
+    lines += [line(f"  {domain}", counts) for domain, counts in report["domains"].items()]
+    if report.get("scan_skipped"):
+        lines.append("left out by the input scan: " + ", ".join(f"{n} {reason}"
+                                                                for reason, n in report["scan_skipped"].items()))
+    if report.get("embeddings"):
+        lines.append("embeddings (rows done): " + ", ".join(f"{k} {v}" for k, v in report["embeddings"].items()))
+    return "\n".join(lines)
+
+
+def write_report(report: Mapping, store_path: str | os.PathLike) -> Path:
+    """Write ``report`` as JSON to :func:`report_path` (atomically) and log its summary."""
+    path = report_path(store_path)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+    logger.info("extraction report %s\n%s", path, format_report(report))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- the whole run
+def open_or_create_store(store_path: str | os.PathLike, provenance: Mapping, *, keep_roi: bool = True,
+                         keep_crops: bool = True, chunk_cells: int = 256) -> CellStore:
+    """Reopen ``store_path`` to resume (its provenance must equal ``provenance`` apart from ``"shard"``
+    being the same too), or create it with the RoI and crop stages asked for."""
+    store_path = Path(store_path)
+    if not store_path.exists():
+        return CellStore.create(store_path, roi_shape=ROI_SHAPE if keep_roi else None,
+                                crop_shape=CROP_SHAPE if keep_crops else None, provenance=provenance,
+                                chunk_cells=chunk_cells)
+    store = CellStore.open(store_path, "a")
+    found = store.provenance
+    if json.loads(json.dumps(dict(provenance))) != found:
+        store.close()
+        raise StoreError(f"{store_path}: was written by another run (provenance {json.dumps(found, sort_keys=True)}, "
+                         f"this run {json.dumps(dict(provenance), sort_keys=True, default=str)}); "
+                         "resume with the same detector and shard, or write a new store")
+    return store
+
+
+def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
+                   detector_factory: Callable[[], object] | None, detector_identity: Mapping | None,
+                   embeddings: Sequence[EmbeddingStage] = (), shard: tuple[int, int] | None = None,
+                   keep_roi: bool = True, keep_crops: bool = True, batch_size: int = 4, chunk_cells: int = 256,
+                   embedding_block: int = EMBEDDING_BLOCK, progress: bool = True,
+                   roi_stage_options: Mapping | None = None) -> dict:
+    """Run (or resume) every stage of an extraction into ``store_path`` and write its report; returns it.
+
+    Args:
+        listing: the run's images (:func:`gather_images`); this run takes shard ``shard`` of them.
+        detector_factory: builds the detector (``detectors.base.Detector``) when some image still needs the
+            roi stage; not called when every image is in the store already. None: no roi stage (the store
+            must hold every image).
+        detector_identity: JSON-able identity of the detector (config, weights sha256), stored as the
+            store's provenance ``"detector"``; a resumed store must carry the same.
+        embeddings: embedding stages to complete after the roi stage, in order.
+        keep_roi / keep_crops: store the RoI features / crops (needed by ``rcnn_roi``, the autoencoder and
+            its training / by ``raw_pixels`` and autoencoder training).
+        batch_size: images per detector call; chunk_cells: cells per store commit; embedding_block: cells
+            per embedding commit.
+        roi_stage_options: further keyword arguments of ``detectors.roi_stage.write_roi_stage``.
+    """
+    started = time.perf_counter()
+    images = shard_images(listing.images, shard)
+    provenance = {"detector": detector_identity, "autoencoder": None}
+    if shard is not None:
+        provenance["shard"] = f"{shard[0]}/{shard[1]}"
+    timings = {}
+    with open_or_create_store(store_path, provenance, keep_roi=keep_roi, keep_crops=keep_crops,
+                              chunk_cells=chunk_cells) as store:
+        done = store.processed_images()
+        todo = [image for image in images if str(image.path) not in done]
+        logger.info("%s: %d of %d images of this run already in the store, %d to detect", store_path,
+                    len(images) - len(todo), len(images), len(todo))
+        if todo:
+            if detector_factory is None:
+                raise InputError(f"{store_path}: {len(todo)} images still need the roi stage, and no detector "
+                                 "was given")
+            from detectors.roi_stage import write_roi_stage
+
+            detector = detector_factory()
+            for single_cell in (True, False):
+                group = [image for image in todo if image.single_cell == single_cell]
+                if group:
+                    write_roi_stage(detector, [image.as_record() for image in group], store,
+                                    single_cell=single_cell, batch_size=batch_size,
+                                    progress=progress, **(roi_stage_options or {}))
+            store.flush()
+        timings["roi_stage_seconds"] = round(time.perf_counter() - started, 3)
+        for stage in embeddings:
+            stage_start = time.perf_counter()
+            write_embedding_stage(store, stage, embedding_block, progress=progress)
+            timings[f"embedding_{stage.name}_seconds"] = round(time.perf_counter() - stage_start, 3)
+        report = extraction_report(store, listing.skips, inputs=listing.sources,
+                                   shard=provenance.get("shard"), images_in_run=len(images),
+                                   images_detected_now=len(todo), timings=timings)
+    write_report(report, store_path)
+    return report

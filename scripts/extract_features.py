@@ -1,0 +1,4 @@
+"""Extract cell features into an HDF5 cell store; see aecfe/cli/extract_features.py."""
+from aecfe.cli.extract_features import main
+
+raise SystemExit(main())

@@ -1,0 +1,272 @@
+"""Feature extraction pipeline: inputs, sharding, resumable stages, SIGKILL resume, merge, report, CLI.
+
+The detector is :mod:`fake_detector` (deterministic, instant) behind the real :class:`detectors.base.Detector`
+and the real roi stage; the autoencoder is an untrained, seeded one saved as a trainer checkpoint.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aecfe.errors import InputError, StoreError
+from aecfe.pipeline import (ExtractionImage, autoencoder_stage, baseline_stage, block_average, gather_images,
+                            parse_shard, read_file_list, report_path, roi_mean_features, run_extraction,
+                            shard_images)
+from aecfe.store import CellStore
+from aecfe.synthetic import default_domains, write_class_folders
+from fake_detector import fake_detector
+
+TESTS = Path(__file__).parent
+IDENTITY = {"config": {"backend": "fake"}, "weights_sha256": None}
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory) -> Path:
+    """3 synthetic labs x 6 single-cell images (128 px) in class folders, plus one corrupt and one black image."""
+    root = tmp_path_factory.mktemp("cls")
+    write_class_folders(root, default_domains(), 6, seed=0, size=96)
+    neutrophils = root / "lab_a" / "neutrophil"
+    neutrophils.mkdir(exist_ok=True)
+    (neutrophils / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    Image.fromarray(np.zeros((96, 96, 3), np.uint8)).save(neutrophils / "zz_black.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def autoencoder_checkpoint(tmp_path_factory) -> Path:
+    from extractors.autoencoder import AECFEAutoencoder
+    from extractors.trainer import AutoencoderTrainer, TrainerConfig
+
+    torch.manual_seed(0)
+    trainer = AutoencoderTrainer(AECFEAutoencoder(), TrainerConfig(epochs=0, progress=False), n_domains=3)
+    path = tmp_path_factory.mktemp("ae") / "checkpoint.pt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def extract(image_root, store_path, *, shard=None, embeddings=(), **options):
+    listing = gather_images(class_folders=[image_root])
+    return run_extraction(listing, store_path, detector_factory=fake_detector, detector_identity=IDENTITY,
+                          embeddings=embeddings, shard=shard, progress=False, **options)
+
+
+def store_content(path: Path) -> dict:
+    """Everything a reader sees, in comparable form."""
+    with CellStore.open(path) as store:
+        content = {"images": store.images(), "cells": store.cells(), "roi": store.roi(), "crops": store.crops(),
+                   "embeddings": {name: store.embedding(name) for name in store.embedding_names()}}
+    content["images"] = content["images"].sort_values("image_path").reset_index(drop=True)
+    return content
+
+
+def assert_same_content(a: dict, b: dict, *, cell_order_may_differ: bool = False, code_tolerance: float = 0.0):
+    """Equal images, cells, RoI features, crops and embeddings; autoencoder codes (``ae_*``) up to
+    ``code_tolerance`` (encoding other batch compositions changes float rounding in the convolutions)."""
+    assert a["images"].equals(b["images"])
+    cells_a, cells_b = a["cells"], b["cells"]
+    order_a, order_b = np.arange(len(cells_a)), np.arange(len(cells_b))
+    if cell_order_may_differ:
+        order_a = np.lexsort((cells_a.cell_index, cells_a.image_path))
+        order_b = np.lexsort((cells_b.cell_index, cells_b.image_path))
+    columns = [c for c in cells_a.columns if c != "cell_id"]
+    assert cells_a[columns].iloc[order_a].reset_index(drop=True).equals(
+        cells_b[columns].iloc[order_b].reset_index(drop=True))
+    np.testing.assert_array_equal(a["roi"][order_a], b["roi"][order_b])
+    np.testing.assert_array_equal(a["crops"][order_a], b["crops"][order_b])
+    assert sorted(a["embeddings"]) == sorted(b["embeddings"])
+    for name in a["embeddings"]:
+        tolerance = code_tolerance if name.startswith("ae_") else 0.0
+        np.testing.assert_allclose(a["embeddings"][name][order_a], b["embeddings"][name][order_b], rtol=0,
+                                   atol=tolerance)
+
+
+# ------------------------------------------------------------------------------------------ inputs and shards
+def test_gather_images_counts_scan_skips_and_duplicates(image_root, tmp_path):
+    (image_root / "lab_b" / "monocyte").mkdir(exist_ok=True)
+    empty = image_root / "lab_b" / "monocyte" / "zz_empty.png"
+    empty.write_bytes(b"")
+    try:
+        listing = gather_images(class_folders=[image_root], domains=[("lab_c", image_root / "lab_c")])
+    finally:
+        empty.unlink()
+    assert listing.skips.skipped == {"empty": 1, "duplicate path": 6}
+    assert {image.domain for image in listing.images} == {"lab_a", "lab_b", "lab_c"}
+    assert len(listing.images) == 3 * 6 + 2 and all(image.single_cell for image in listing.images)
+    assert all(image.label in {"neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"}
+               for image in listing.images)
+
+
+def test_read_file_list_parses_domains_labels_and_relative_paths(tmp_path):
+    (tmp_path / "list.txt").write_text("# comment\na.png\nsub/b.png\tlab_x\n\n/abs/c.png\tlab_y\tmonocyte\n")
+    images = read_file_list(tmp_path / "list.txt")
+    assert images == [ExtractionImage(tmp_path / "a.png", "list", None),
+                      ExtractionImage(tmp_path / "sub/b.png", "lab_x", None),
+                      ExtractionImage(Path("/abs/c.png"), "lab_y", "monocyte")]
+    (tmp_path / "bad.txt").write_text("a\tb\tc\td\n")
+    with pytest.raises(InputError, match="bad.txt:1"):
+        read_file_list(tmp_path / "bad.txt")
+
+
+def test_shards_partition_the_list_independently_of_input_order():
+    images = [ExtractionImage(Path(f"{d}/{i}.png"), d) for d in ("b", "a") for i in range(7)]
+    shards = [shard_images(images, (i, 3)) for i in range(3)]
+    assert sorted(str(x.path) for s in shards for x in s) == sorted(str(x.path) for x in images)
+    assert [len(s) for s in shards] == [5, 5, 4]
+    assert shard_images(images[::-1], (1, 3)) == shards[1]
+    assert parse_shard("2/3") == (2, 3) and parse_shard(None) is None
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(InputError, match="shard"):
+            parse_shard(bad)
+
+
+def test_baseline_features():
+    roi = np.arange(2 * 256 * 14 * 14, dtype=np.float32).reshape(2, 256, 14, 14)
+    np.testing.assert_allclose(roi_mean_features(roi), roi.mean(axis=(2, 3)))
+    crops = np.zeros((1, 3, 4, 4), np.uint8)
+    crops[0, 0, :2, :2] = 255
+    features = block_average(crops, 2)
+    assert features.shape == (1, 12) and features[0, 0] == pytest.approx(1.0) and features[0, 1:].max() == 0
+    with pytest.raises(InputError, match="unknown baseline"):
+        baseline_stage("pixels")
+
+
+# ------------------------------------------------------------------------------------------ stages and report
+def test_extraction_writes_every_stage_and_reports_skips(image_root, tmp_path, autoencoder_checkpoint):
+    store_path = tmp_path / "cells.h5"
+    stages = [baseline_stage("rcnn_roi"), baseline_stage("raw_pixels"), autoencoder_stage(autoencoder_checkpoint)]
+    report = extract(image_root, store_path, embeddings=stages)
+    totals = report["totals"]
+    assert (totals["images"], totals["ok"], totals["undetected"], totals["error"], totals["cells"]) == (20, 18, 1, 1, 18)
+    assert report["domains"]["lab_a"]["error"] == 1 and report["domains"]["lab_a"]["undetected"] == 1
+    assert report["domains"]["lab_b"] == {"images": 6, "ok": 6, "undetected": 0, "error": 0, "cells": 6,
+                                          "skipped_reasons": {}}
+    reasons = report["domains"]["lab_a"]["skipped_reasons"]
+    assert sum(reasons.values()) == 2 and any(r.startswith("undetected: ") for r in reasons)
+    assert report["embeddings"] == {"ae_mmd": 18, "raw_pixels": 18, "rcnn_roi": 18}
+    assert json.loads(report_path(store_path).read_text()) == json.loads(json.dumps(report))
+    with CellStore.open(store_path) as store:
+        assert store.provenance["detector"] == IDENTITY
+        X, y, domains = store.arrays("ae_mmd", labelled_only=True)
+        assert X.shape == (18, 50) and np.isfinite(X).all() and set(domains) == {"lab_a", "lab_b", "lab_c"}
+        assert store.embedding("rcnn_roi").shape == (18, 256) and store.embedding("raw_pixels").shape == (18, 192)
+        assert store.embedding_attrs("ae_mmd")["autoencoder"]["weights_sha256"]
+
+
+def test_rerun_skips_done_work(image_root, tmp_path, autoencoder_checkpoint):
+    store_path = tmp_path / "cells.h5"
+    extract(image_root, store_path, embeddings=[baseline_stage("rcnn_roi")])
+    before = store_content(store_path)
+
+    def no_detector():
+        raise AssertionError("the detector must not be built when every image is in the store")
+
+    calls = []
+    stage = baseline_stage("rcnn_roi")
+    counting = type(stage)(stage.name, lambda store, rows: calls.append(rows) or stage.compute(store, rows), stage.attrs)
+    report = run_extraction(gather_images(class_folders=[image_root]), store_path, detector_factory=no_detector,
+                            detector_identity=IDENTITY, embeddings=[counting], progress=False)
+    assert calls == [] and report["images_detected_now"] == 0
+    assert_same_content(before, store_content(store_path))
+    with pytest.raises(StoreError, match="another run"):
+        run_extraction(gather_images(class_folders=[image_root]), store_path, detector_factory=fake_detector,
+                       detector_identity={"config": {"backend": "other"}, "weights_sha256": None}, progress=False)
+
+
+def test_shards_merged_equal_one_run(image_root, tmp_path, autoencoder_checkpoint):
+    from aecfe.cli.extract_features import merge
+
+    stages = [baseline_stage("rcnn_roi"), autoencoder_stage(autoencoder_checkpoint)]
+    extract(image_root, tmp_path / "all.h5", embeddings=stages)
+    shards = [tmp_path / f"shard{i}.h5" for i in range(3)]
+    for i, path in enumerate(shards):
+        extract(image_root, path, shard=(i, 3), embeddings=stages)
+    report = merge(shards, tmp_path / "merged.h5")
+    assert report["totals"] == json.loads(report_path(tmp_path / "all.h5").read_text())["totals"]
+    assert_same_content(store_content(tmp_path / "all.h5"), store_content(tmp_path / "merged.h5"),
+                        cell_order_may_differ=True, code_tolerance=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ crash and resume
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    from aecfe.pipeline import autoencoder_stage, baseline_stage, gather_images, run_extraction
+    from fake_detector import fake_detector
+
+    image_root, store_path, checkpoint, kill_stage, kill_after = sys.argv[1:6]
+    kill_after = int(kill_after)
+    counter = {"n": 0}
+
+    def tick(stage):
+        if stage == kill_stage:
+            counter["n"] += 1
+            if counter["n"] > kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def detector():
+        det = fake_detector()
+        run = det.backend.run
+        det.backend.run = lambda images: (tick("detect"), run(images))[1]
+        return det
+
+    ae = autoencoder_stage(checkpoint)
+    stage = type(ae)(ae.name, lambda store, rows: (tick("embed"), ae.compute(store, rows))[1], ae.attrs)
+    run_extraction(gather_images(class_folders=[Path(image_root)]), store_path, detector_factory=detector,
+                   detector_identity={"config": {"backend": "fake"}, "weights_sha256": None},
+                   embeddings=[baseline_stage("rcnn_roi"), stage], batch_size=1, chunk_cells=3, embedding_block=4,
+                   progress=False)
+""")
+
+
+def run_killer(image_root, store_path, checkpoint, kill_stage, kill_after) -> int:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", KILLER, str(image_root), str(store_path), str(checkpoint),
+                           kill_stage, str(kill_after)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, -signal.SIGKILL), done.stderr[-3000:]
+    return done.returncode
+
+
+def test_sigkill_mid_run_then_rerun_equals_uninterrupted(image_root, tmp_path, autoencoder_checkpoint):
+    reference = tmp_path / "reference.h5"
+    run_killer(image_root, reference, autoencoder_checkpoint, "none", 0)
+    killed = tmp_path / "killed.h5"
+    # killed while detecting, after 11 of 20 images (3 commits of 3 cells made, the rest lost) ...
+    assert run_killer(image_root, killed, autoencoder_checkpoint, "detect", 11) == -signal.SIGKILL
+    with h5py.File(killed, "r") as f:
+        assert 0 < int(f.attrs["n_images"]) < 20
+    # ... then killed while embedding, after 2 blocks of 4 cells ...
+    assert run_killer(image_root, killed, autoencoder_checkpoint, "embed", 2) == -signal.SIGKILL
+    with CellStore.open(killed) as store:
+        assert len(store) == 18 and store.embedding_progress("rcnn_roi") == 18
+        assert store.embedding_progress("ae_mmd") == 8
+    # ... then run to the end.
+    assert run_killer(image_root, killed, autoencoder_checkpoint, "none", 0) == 0
+    assert_same_content(store_content(reference), store_content(killed))
+    report = json.loads(report_path(killed).read_text())
+    assert report["totals"]["images"] == 20 and report["totals"]["cells"] == 18
+
+
+# ------------------------------------------------------------------------------------------ command line
+def test_cli_merge_and_errors(image_root, tmp_path, caplog):
+    from aecfe.cli.extract_features import main
+
+    for i in range(2):
+        extract(image_root, tmp_path / f"s{i}.h5", shard=(i, 2))
+    assert main(["--merge", str(tmp_path / "s0.h5"), str(tmp_path / "s1.h5"), "--out", str(tmp_path / "m.h5"),
+                 "--no-progress"]) == 0
+    assert json.loads(report_path(tmp_path / "m.h5").read_text())["totals"]["images"] == 20
+    # images still to detect but no detector given: a clear error, exit status 2
+    assert main(["--class-folders", str(image_root), "--out", str(tmp_path / "new.h5"), "--no-progress"]) == 2
+    assert "no detector" in caplog.text
+    assert main(["--domain", "lab_a=" + str(tmp_path / "missing"), "--out", str(tmp_path / "x.h5")]) == 2
