@@ -162,8 +162,8 @@ def measure_encoder(group_norm: str, batch_size: int, repeats: int, threads: int
 
 
 def in_fresh_process(function, *args) -> dict[str, Any]:
-    """``function(*args)`` (a function of this module returning JSON-able data) in a new Python process."""
-    program = (f"import json, sys; from {__name__} import {function.__name__} as run; "
+    """``function(*args)`` (a module-level function returning JSON-able data) in a new Python process."""
+    program = (f"import json, sys; from {function.__module__} import {function.__name__} as run; "
                "print(json.dumps(run(*json.loads(sys.argv[1]))))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
     done = subprocess.run([sys.executable, "-c", program, json.dumps(args)], env=env, capture_output=True, text=True)

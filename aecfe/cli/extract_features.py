@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     detector.add_argument("--backbone", default=None, help="detector backbone (default: the checkpoint's)")
     detector.add_argument("--min-size", type=int, default=None, help="detector input resize: shorter side")
     detector.add_argument("--max-size", type=int, default=None, help="detector input resize: longer side cap")
+    detector.add_argument("--score-threshold", type=float, default=None, help="drop detections below this score")
+    detector.add_argument("--fallback", choices=["none", "center"], default=None,
+                          help="single-cell images without a detection: record as undetected (none) or use a "
+                               "centred box (center)")
     detector.add_argument("--batch-size", type=int, default=4, help="images per detector call")
     stages = parser.add_argument_group("stored stages and embeddings")
     stages.add_argument("--no-roi", action="store_true", help="do not store RoI features (256x14x14 float16)")
@@ -83,11 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def detector_factory_and_identity(args) -> tuple:
-    """(a function building the detector, its identity for the store's provenance) from the arguments."""
+    """(a function building the detector, its identity for the store's provenance) from the arguments.
+
+    The identity is the options given (unset ones are the checkpoint's / make_detector's defaults) and the
+    checkpoint's sha256, known without building the model, so a re-run with nothing left to detect never
+    loads it."""
     from aecfe.store import model_identity
 
     config = {"backend": args.detector_backend, "backbone": args.backbone, "min_size": args.min_size,
-              "max_size": args.max_size}
+              "max_size": args.max_size, "score_threshold": args.score_threshold,
+              "single_cell_fallback": args.fallback}
     if args.detector_checkpoint is None:
         return None, None
     if not args.detector_checkpoint.is_file():
