@@ -99,9 +99,13 @@ class RawDetections:
 
 
 class DetectorBackend(ABC):
-    """What a detection framework must provide: run its model, and pool RoI features for boxes."""
+    """What a detection framework must provide: run its model, and pool RoI features for boxes.
+
+    ``score_threshold``: detections scoring below it are not returned (read at every :meth:`run`).
+    """
 
     name: str = "abstract"
+    score_threshold: float = 0.5
 
     @abstractmethod
     def config(self) -> dict:
@@ -209,7 +213,7 @@ class Detector:
     def _finish(self, images: list[np.ndarray], raws: list[RawDetections], state: Any,
                 single_cell: bool) -> list[Detections]:
         """Select, add fallback boxes, paste masks and cut crops for one batch."""
-        threshold = self.backend.config().get("score_threshold")
+        threshold = self.backend.score_threshold
         selections: list[np.ndarray] = []
         fallback_boxes: list[np.ndarray] = []
         for image, raw in zip(images, raws):

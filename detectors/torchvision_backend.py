@@ -44,6 +44,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor  # noqa: E4
 from torchvision.models.detection.transform import resize_boxes  # noqa: E402
 from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
 
+from aecfe.checkpoints import read_checkpoint  # noqa: E402
 from aecfe.errors import InputError  # noqa: E402
 from aecfe.store import sha256_file  # noqa: E402
 from detectors.base import DetectorBackend, RawDetections  # noqa: E402
@@ -169,20 +170,12 @@ def model_from_arch(arch: dict) -> nn.Module:
     return model
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """A detector checkpoint (``torch.load(weights_only=True)``): ``format``, ``arch``, ``model``
-    (state dict) and training fields. InputError naming the file when it is not one."""
-    path = Path(path)
-    if not path.is_file():
+def load_checkpoint(path: str | Path) -> dict:
+    """A detector checkpoint (read with ``torch.load(weights_only=True)``): ``format``, ``arch``,
+    ``model`` (state dict) and training fields. InputError naming the file when it is not one."""
+    if not Path(path).is_file():
         raise InputError(f"{path}: detector checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file (pickle, zip, EOF)
-        raise InputError(f"{path}: not a readable weights-only torch checkpoint ({err})") from err
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not an aecfe torchvision detector checkpoint (format "
-                         f"{checkpoint.get('format') if isinstance(checkpoint, dict) else None!r})")
-    return checkpoint
+    return read_checkpoint(path, CHECKPOINT_FORMAT, "detector checkpoint")
 
 
 class TorchvisionBackend(DetectorBackend):
@@ -203,7 +196,6 @@ class TorchvisionBackend(DetectorBackend):
         self.score_threshold = float(score_threshold)
         self.source = source
         self.device = torch.device(device)
-        self.model.roi_heads.score_thresh = self.score_threshold
         self.model.eval().to(self.device)
         self._capturing = False
         self._captured: torch.Tensor | None = None
@@ -249,6 +241,7 @@ class TorchvisionBackend(DetectorBackend):
         model = self.model
         if model.training:
             model.eval()
+        model.roi_heads.score_thresh = self.score_threshold
         original_sizes = [tuple(image.shape[:2]) for image in images]
         image_list, _ = model.transform(self._tensors(images))
         features = model.backbone(image_list.tensors)
