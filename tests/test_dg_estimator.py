@@ -1,6 +1,7 @@
 """DGClassifier in the shared cross-domain evaluation, and the few-shot workflow end to end (tiny CNN)."""
 import numpy as np
 import pytest
+import torch
 
 from aecfe.errors import InputError
 from aecfe.evaluation import domain_splits, evaluate_cross_domain
@@ -57,3 +58,29 @@ def test_few_shot_workflow_fine_tunes_on_k_shots_and_scores_the_rest(labs, tmp_p
     assert (tmp_path / "source" / "model.pt").is_file() and (tmp_path / "finetune" / "model.pt").is_file()
     with pytest.raises(InputError, match="distinct known domains"):
         few_shot_workflow(data, ["lab_a"], "lab_a")
+
+
+def test_run_folders_tell_apart_trainings_on_the_same_domains_and_finished_runs_are_loaded(labs, tmp_path):
+    data, labels, domains = labs
+    lab_a = np.flatnonzero(domains == "lab_a")
+    part = domain_splits(labels, domains, 0)["lab_a"].train  # the matrix's training part of the same domain
+    for indices in (lab_a, part, lab_a):
+        DGClassifier("ERM", TINY, out_dir=tmp_path).fit(data[indices], labels[indices])
+    runs = sorted(p.name for p in tmp_path.iterdir())
+    assert len(runs) == 2 and all(name.startswith("ERM_seed0_lab_a_") for name in runs)
+    lines = [len((tmp_path / name / "log.jsonl").read_text().splitlines()) for name in runs]
+    other = DGClassifier("ERM", {**TINY, "lr": 1e-3}, out_dir=tmp_path).fit(data[lab_a], labels[lab_a])
+    assert len(list(tmp_path.iterdir())) == 3 and other.history_  # other hyper-parameters: a new run
+    assert [len((tmp_path / name / "log.jsonl").read_text().splitlines()) for name in runs] == lines
+
+
+def test_crt_freezes_the_featurizer_of_a_boda_stage_one_shared_with_the_boda_run(labs, tmp_path):
+    data, labels, domains = labs
+    sources = np.flatnonzero(domains != "lab_c")
+    boda = DGClassifier("BoDA", TINY, out_dir=tmp_path).fit(data[sources], labels[sources])
+    crt = DGClassifier("CRT", TINY, out_dir=tmp_path).fit(data[sources], labels[sources])
+    assert sorted(p.name.split("_")[0] for p in tmp_path.iterdir()) == ["BoDA", "CRT"]  # stage 1 = the BoDA run
+    for (name, value), stage1 in zip(crt.algorithm_.featurizer.state_dict().items(),
+                                     boda.algorithm_.featurizer.state_dict().values()):
+        assert torch.equal(value, stage1), name
+    assert crt.algorithm_.hparams["class_balanced"] and len(crt.predict(data[sources])) == len(sources)

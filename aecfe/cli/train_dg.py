@@ -23,7 +23,8 @@ with the BoDA run of the same settings); ``FewShot`` runs the few-shot workflow
 labelled target images per class, scored on the rest).
 
 Hyper-parameters: the defaults of :mod:`classifiers.dg.hparams`; ``--backbone``, ``--weights``, ``--image-size``,
-``--batch-size`` and ``--steps`` apply to every algorithm; with ``--steps`` the schedule positions keep their
+``--lr``, ``--batch-size`` (per domain: the domain-balanced algorithms) and ``--steps`` apply to every
+algorithm; with ``--steps`` the schedule positions keep their
 fraction of the reference run (SADA's ``stage1_steps``, BoDA's ``boda_start_step``, never before its first
 centroid pass at ``feat_update_freq``) and ``checkpoint_every`` becomes ``--checkpoint-every`` (default a tenth
 of the run); ``--hparam ALGO.KEY=VALUE`` sets anything (``FewShotFinetune.epochs=20``) last.
@@ -163,12 +164,17 @@ def parse_hparams(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 def algorithm_hparams(name: str, common: dict[str, Any], steps: int | None, checkpoint_every: int | None,
                       explicit: dict[str, Any]) -> dict[str, Any]:
-    """The overrides of algorithm ``name``: ``common`` (backbone, weights, image size, batch size), the length
+    """The overrides of algorithm ``name``: ``common`` (backbone, weights, image size, learning rate (DANN: both
+    optimisers), batch size (domain-balanced algorithms only: it is per domain), the length
     (``steps``, with ``epochs`` off) and the schedule scaled to it (module docstring), then ``explicit``."""
     from classifiers.dg.hparams import get_hparams
 
     defaults = get_hparams(name)
-    overrides = {key: value for key, value in common.items() if value is not None}
+    overrides = {key: value for key, value in common.items() if value is not None and key in defaults}
+    if not defaults["domain_balanced"]:
+        overrides.pop("batch_size", None)  # --batch-size is per domain; pooled batches keep their default
+    if "lr" in overrides:
+        overrides.update({key: overrides["lr"] for key in ("lr_d", "lr_g") if key in defaults})
     if overrides.get("backbone") == "tiny" and defaults["include_top"]:
         overrides["include_top"] = False  # the test CNN has no ImageNet top
     if steps is not None:
@@ -356,7 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--backbone", choices=list(BACKBONES))
     hp.add_argument("--weights", help="torchvision weight name (e.g. DEFAULT) or a local state-dict file")
     hp.add_argument("--image-size", type=int)
-    hp.add_argument("--batch-size", type=int, help="per domain (domain-balanced algorithms) or pooled")
+    hp.add_argument("--batch-size", type=int, help="per domain, for the domain-balanced algorithms (FewShot keeps "
+                                                   "its pooled batch)")
+    hp.add_argument("--lr", type=float, help="Adam learning rate of every algorithm (DANN: both optimisers; "
+                                             "few-shot fine-tuning: set FewShotFinetune.lr)")
     hp.add_argument("--steps", type=int, help="training steps (FewShot source training too)")
     hp.add_argument("--checkpoint-every", type=int, help="steps between validations/checkpoints/SWAD segments")
     hp.add_argument("--hparam", nargs="*", default=[], metavar="ALGO.KEY=VALUE",
@@ -369,11 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(out_dir: Path, level: str) -> None:
+def _setup_logging(out_dir: Path, level: str) -> logging.Handler:
+    """Console logging (unless the root logger has handlers already) and ``out_dir/train_dg.log`` (appended);
+    returns the file handler, to remove when the command ends."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(out_dir / "train_dg.log")],
-                        force=True)
+    form = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=form)
+    handler = logging.FileHandler(out_dir / "train_dg.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(form))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
 
 
 def run_all(args: argparse.Namespace, algorithms: Sequence[str], records, command: str) -> Path:
@@ -382,7 +398,7 @@ def run_all(args: argparse.Namespace, algorithms: Sequence[str], records, comman
 
     explicit = parse_hparams(args.hparam)
     common = {"backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,
-              "batch_size": args.batch_size}
+              "batch_size": args.batch_size, "lr": args.lr}
     size = args.image_size or get_hparams("ERM")["image_size"]
     data, labels, domains = load_dataset(records, args.scheme, size if args.preload_size is None
                                          else args.preload_size)
@@ -418,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     args = build_parser().parse_args(argv)
-    _setup_logging(args.out, args.log_level)
+    handler = _setup_logging(args.out, args.log_level)
     command = "train_dg " + shlex.join(sys.argv[1:] if argv is None else argv)
     logger.info("%s", command)
     try:
@@ -441,4 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     except AecfeError as err:
         logger.error("%s", err)
         return 2
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     return 0

@@ -40,7 +40,7 @@ from classifiers.dg.transforms import eval_transform, train_transform
 logger = logging.getLogger(__name__)
 
 STAGE1_KEYS = ("backbone", "weights", "freeze_bn", "dropout", "normalize", "image_size", "steps", "epochs",
-               "checkpoint_every")
+               "checkpoint_every", "batch_size", "lr", "weight_decay")
 """Keys of a CRT's ``hparams`` that its stage-1 BoDA inherits (unless ``stage1_hparams`` sets them)."""
 
 
