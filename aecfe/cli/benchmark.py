@@ -1,0 +1,147 @@
+"""Every method on the same domains, splits and seeds, side by side, with what each costs: one command, one report.
+
+Usage::
+
+    python scripts/benchmark.py --out runs/benchmark                       # ../shared/data/cls if present
+    python scripts/benchmark.py --domains-root data/cls --detector-checkpoint detector.pt \\
+        --cnn-weights mobilenet_v2.pth --dg-weights mobilenet_v2.pth --seeds 0 1 2 --out runs/benchmark
+    python scripts/benchmark.py --synthetic --quick --out runs/bench-synthetic
+
+Domains: ``--domains-root`` (``<root>/<domain>/<class>/<image>``); default ``../shared/data/cls`` beside the
+project when it exists (then ``--detector-checkpoint`` is needed: ``scripts/train_detector.py`` makes one), else
+the synthetic labs with a detector trained on synthetic fields. Methods (:mod:`aecfe.comparison.plan`):
+ResNet-RF, R-CNN-RF, AE-RF, ND-AE-DA, AAE-DA, AE-CFE (mmd), AE-CFE-kMMD, each with the ``--head`` heads, and
+the deep baselines ERM, DANN, CORAL, Mixup, SelfReg, BoDA, SADA, FewShot (k = ``--few-shot-k``) and Oracle;
+both protocols (train on one / test on all, leave one domain out), mean ± std over ``--seeds``.
+
+Each step runs in its own process (wall time and peak memory recorded) and is never recomputed once finished:
+run the same command again after an interruption and it continues; ``--report-only`` rewrites the report.
+Written under ``--out``: ``report/report.md`` (tables, verdict, confusion matrices of the best and worst
+method, UMAPs before and after alignment, reconstruction grids, cost table) with its CSVs and PNGs;
+``methods/<method>/<head>/`` every table of every method; ``steps/`` each step's log and cost record.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from aecfe.comparison.plan import DG_METHODS, FEATURE_METHODS, ComparisonConfig, build_steps
+from aecfe.comparison.steps import run_steps
+
+logger = logging.getLogger(__name__)
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cls"
+"""``../shared/data/cls`` beside the project: the default domains when it exists."""
+
+QUICK = {"seeds": [0], "ae_epochs": 2, "dg_steps": 20, "dg_image_size": 32, "dg_backbone": "tiny",
+         "cnn_backbone": "tiny", "few_shot_k": [2], "synthetic_n": 24, "heads": ["rf", "linear"]}
+"""``--quick``: a smoke-sized run (seconds per step), to check the whole chain."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
+    data = parser.add_argument_group("domains")
+    data.add_argument("--domains-root", type=Path, help=f"class-folder domains (default: {SHARED_DATA} if present)")
+    data.add_argument("--synthetic", action="store_true", help="the synthetic labs, even when real data exists")
+    data.add_argument("--synthetic-n", type=int, default=60, help="single-cell images per synthetic lab")
+    data.add_argument("--detector-checkpoint", type=Path, help="trained detector (needed for real domains)")
+    data.add_argument("--scheme", default="five", help="label scheme of every evaluation (aecfe.taxonomy)")
+    methods = parser.add_argument_group("methods")
+    methods.add_argument("--methods", nargs="+", default=list(FEATURE_METHODS) + list(DG_METHODS),
+                         choices=list(FEATURE_METHODS) + list(DG_METHODS))
+    methods.add_argument("--head", nargs="+", default=["rf", "xgboost", "linear"], dest="heads")
+    methods.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    methods.add_argument("--ae-epochs", type=int, default=20)
+    methods.add_argument("--ae-max-cells", type=int, help="seeded subset of cells for autoencoder training")
+    methods.add_argument("--cnn-backbone", default="mobilenet_v2")
+    methods.add_argument("--cnn-weights", help="ResNet-RF weights: name or local file (default: random init)")
+    methods.add_argument("--dg-backbone", default="mobilenet_v2")
+    methods.add_argument("--dg-weights", help="deep baselines' weights: name or local file (default: from scratch)")
+    methods.add_argument("--dg-image-size", type=int, default=96)
+    methods.add_argument("--dg-steps", type=int, default=300)
+    methods.add_argument("--few-shot-k", nargs="+", type=int, default=[5, 10, 20])
+    methods.add_argument("--extract-option", nargs="*", default=[], dest="extract_options", metavar="ARG",
+                         help="extra arguments of extract_features (e.g. --min-size=400)")
+    methods.add_argument("--dg-option", nargs="*", default=[], dest="dg_options", metavar="ARG",
+                         help="extra arguments of train_dg (e.g. --batch-size=16)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--quick", action="store_true", help="smoke-sized run: " + ", ".join(f"{k}={v}"
+                                                                                          for k, v in QUICK.items()))
+    run.add_argument("--stop-on-failure", action="store_true", help="stop at the first failing step")
+    run.add_argument("--report-only", action="store_true", help="only rewrite the report from finished steps")
+    run.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ComparisonConfig:
+    """The :class:`ComparisonConfig` of the command line (``--quick`` overrides the sizes)."""
+    values = {key: getattr(args, key) for key in ("heads", "seeds", "ae_epochs", "ae_max_cells", "cnn_backbone",
+                                                  "cnn_weights", "dg_backbone", "dg_weights", "dg_image_size",
+                                                  "dg_steps", "few_shot_k", "synthetic_n", "extract_options",
+                                                  "dg_options", "scheme", "methods", "detector_checkpoint")}
+    if args.quick:
+        values.update(QUICK)
+    root = args.domains_root
+    if root is None and not args.synthetic and SHARED_DATA.is_dir():
+        root = SHARED_DATA
+    if root is not None and values["detector_checkpoint"] is None and any(m in FEATURE_METHODS
+                                                                          for m in values["methods"]):
+        raise SystemExit(f"{root}: real domains need --detector-checkpoint (scripts/train_detector.py), or "
+                         "choose --synthetic, or --methods without the feature methods")
+    return ComparisonConfig(out=args.out, domains_root=root, **values)
+
+
+def report_figures(config: ComparisonConfig) -> dict[str, Path]:
+    """UMAPs of the embeddings before (``ae_none``) and after (``ae_mmd``) alignment, and the last
+    reconstruction grid of each autoencoder run, as report name -> PNG."""
+    from aecfe.plots import plot_embedding
+    from aecfe.store import CellStore
+
+    figures: dict[str, Path] = {}
+    if config.store.exists():
+        umap_dir = config.out / "umap"
+        with CellStore.open(config.store) as store:
+            names = store.embedding_names()
+            for embedding, when in (("rcnn_roi", "RoI features"), ("ae_none", "before alignment"),
+                                    ("ae_mmd", "after alignment (mmd)")):
+                if embedding in names and store.embedding_progress(embedding) == len(store):
+                    X, y, domains = store.arrays(embedding)
+                    plot_embedding(X, domains, y, umap_dir, prefix=embedding)
+                    for by in ("domain", "class"):
+                        figures[f"UMAP {when} ({embedding}) by {by}"] = umap_dir / f"{embedding}_by_{by}.png"
+    for run in sorted((config.out / "autoencoders").glob("*")):
+        grids = sorted(run.glob("**/*grid*.png"))
+        if grids:
+            figures[f"reconstructions ae_{run.name}"] = grids[-1]
+    return figures
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    config = config_from_args(args)
+    steps = build_steps(config)
+    logger.info("domains: %s; %d steps; output %s", config.data_root, len(steps), config.out)
+    records = run_steps(steps if not args.report_only else [], config.out / "steps",
+                        keep_going=not args.stop_on_failure, progress=not args.no_progress)
+    if args.report_only:
+        from aecfe.comparison.steps import StepRecord
+
+        records = {p.stem: StepRecord.load(p) for p in sorted((config.out / "steps").glob("*.json"))}
+    from aecfe.comparison.report import write_report  # pandas & co. only now: the steps' parent stays small
+
+    command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
+                                                                                   else argv))
+    path = write_report(config.out / "report", config.out / "methods", records,
+                        title="Every method, side by side", command=command, figures=report_figures(config))
+    print(path.read_text(encoding="utf-8"))
+    failed = [step.name for step in steps if step.name not in records]
+    if failed and not args.report_only:
+        logger.warning("steps not finished: %s (see %s)", ", ".join(failed), config.out / "steps")
+        return 1
+    return 0

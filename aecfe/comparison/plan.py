@@ -1,0 +1,176 @@
+"""The steps of the whole comparison (the thesis's Table 3.2 and the DG papers), on the same domains, splits and seeds.
+
+Feature methods share one cell store: the detector writes the RoI features and crops of every image
+(``extract``), each autoencoder variant trains on them and writes its embedding (``ae_<alignment>.train``),
+the CNN baseline embeds the crops (``cnn``), and every embedding is evaluated with every head
+(``<method>.evaluate``). The deep baselines train end to end on the images (``<algorithm>.train_dg``). Every
+evaluation uses :func:`aecfe.evaluation.evaluate_cross_domain` with the same seeds, so the splits are identical.
+
+==========================  =====================================================================
+method (report name)        features
+==========================  =====================================================================
+ResNet-RF                   ``cnn``: CNN (ImageNet weights, or random init) global-pooled features of the crop
+R-CNN-RF                    ``rcnn_roi``: the detector's RoI features averaged over 14x14 (256-d)
+AE-RF                       ``ae_none``: autoencoder without alignment
+ND-AE-DA                    ``ae_nd``: aligned to a normal distribution
+AAE-DA                      ``ae_adversarial``: domain discriminator
+AE-CFE                      ``ae_mmd``: the reference moment matching
+AE-CFE-kMMD                 ``ae_kmmd``: multi-bandwidth Gaussian-kernel MMD
+==========================  =====================================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+from aecfe.comparison.steps import Step
+
+FEATURE_METHODS: dict[str, str] = {
+    "ResNet-RF": "cnn", "R-CNN-RF": "rcnn_roi", "AE-RF": "ae_none", "ND-AE-DA": "ae_nd", "AAE-DA": "ae_adversarial",
+    "AE-CFE": "ae_mmd", "AE-CFE-kMMD": "ae_kmmd",
+}
+"""Report name -> embedding name in the store."""
+
+DG_METHODS: tuple[str, ...] = ("ERM", "DANN", "CORAL", "Mixup", "SelfReg", "BoDA", "SADA", "FewShot", "Oracle")
+
+
+@dataclasses.dataclass
+class ComparisonConfig:
+    """What to compare and how long to train (defaults: a CPU-sized run).
+
+    Attributes:
+        out: output folder (``store.h5``, ``steps/``, ``methods/``, ``report/``).
+        domains_root: ``<root>/<domain>/<class>/<image>``; None: the synthetic labs written under ``out/data``.
+        detector_checkpoint: a trained detector (``scripts/train_detector.py``); None: train one on synthetic
+            fields first (``detector.train``), which only suits the synthetic labs.
+        scheme: label scheme of every evaluation (:mod:`aecfe.taxonomy`).
+        seeds: split and model seeds (every method). heads: embedding heads.
+        methods: report names of :data:`FEATURE_METHODS` and :data:`DG_METHODS` to run.
+        ae_epochs, ae_max_cells: autoencoder training length and seeded cell subset (None: all).
+        cnn_backbone, cnn_weights: the ResNet-RF features (weights: enum name or local file; None: random init).
+        dg_backbone, dg_weights, dg_image_size, dg_steps: the deep baselines' network and length.
+        few_shot_k: labelled target images per class of the few-shot fine-tuning.
+        synthetic_n: single-cell images per synthetic lab. extract_options / dg_options: extra CLI arguments.
+    """
+
+    out: Path
+    domains_root: Path | None = None
+    detector_checkpoint: Path | None = None
+    scheme: str = "five"
+    seeds: Sequence[int] = (0, 1, 2)
+    heads: Sequence[str] = ("rf", "xgboost", "linear")
+    methods: Sequence[str] = tuple(FEATURE_METHODS) + DG_METHODS
+    ae_epochs: int = 20
+    ae_max_cells: int | None = None
+    cnn_backbone: str = "mobilenet_v2"
+    cnn_weights: str | None = None
+    dg_backbone: str = "mobilenet_v2"
+    dg_weights: str | None = None
+    dg_image_size: int = 96
+    dg_steps: int = 300
+    few_shot_k: Sequence[int] = (5, 10, 20)
+    synthetic_n: int = 60
+    extract_options: Sequence[str] = ()
+    dg_options: Sequence[str] = ()
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        unknown = sorted(set(self.methods) - set(FEATURE_METHODS) - set(DG_METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {list(FEATURE_METHODS) + list(DG_METHODS)}")
+
+    @property
+    def store(self) -> Path:
+        return self.out / "store.h5"
+
+    @property
+    def data_root(self) -> Path:
+        return self.domains_root if self.domains_root is not None else self.out / "data" / "cls"
+
+    def ae_run(self, alignment: str) -> Path:
+        return self.out / "autoencoders" / alignment
+
+
+def _cli(name: str, *args) -> tuple[str, ...]:
+    return ("{python}", "-m", "aecfe.cli", name, *map(str, args))
+
+
+def data_steps(config: ComparisonConfig) -> list[Step]:
+    """The synthetic labs and their detector, when no real domains / detector are given."""
+    steps = []
+    if config.domains_root is None:
+        steps.append(Step("data.synthetic", _cli("synthetic_data", "--out", config.out / "data",
+                                                 "--n-per-domain", config.synthetic_n),
+                          kind="data", method="data"))
+    if config.detector_checkpoint is None:
+        steps.append(Step("detector.train", _cli("train_detector", "--coco-synthetic", config.out / "data" / "coco",
+                                                 "--out", config.out / "detector"),
+                          kind="training", method="detector", after=("data.synthetic",)))
+    return steps
+
+
+def detector_checkpoint(config: ComparisonConfig) -> Path:
+    return config.detector_checkpoint or config.out / "detector" / "model.pt"
+
+
+def feature_steps(config: ComparisonConfig) -> list[Step]:
+    """Extraction, the CNN embedding, the autoencoders and the evaluation of every chosen feature method."""
+    wanted = [m for m in FEATURE_METHODS if m in config.methods]
+    if not wanted:
+        return []
+    prerequisites = tuple(s.name for s in data_steps(config))
+    steps = [Step("extract", _cli("extract_features", "--out", config.store, "--class-folders", config.data_root,
+                                  "--detector-checkpoint", detector_checkpoint(config), "--baselines", "rcnn_roi",
+                                  "--no-progress", *config.extract_options),
+                  kind="extraction", method="R-CNN-RF", after=prerequisites)]
+    if "ResNet-RF" in wanted:
+        weights = ("--weights", config.cnn_weights) if config.cnn_weights else ()
+        steps.append(Step("cnn", _cli("embed_cnn", config.store, "--backbone", config.cnn_backbone, *weights),
+                          kind="extraction", method="ResNet-RF", after=("extract",)))
+    for method in wanted:
+        embedding = FEATURE_METHODS[method]
+        before = ("extract",)
+        if embedding.startswith("ae_"):
+            alignment = embedding.removeprefix("ae_")
+            subset = ("--max-cells", config.ae_max_cells) if config.ae_max_cells else ()
+            steps.append(Step(f"{embedding}.train",
+                              _cli("train_autoencoder", config.store, "--out", config.ae_run(alignment),
+                                   "--alignment", alignment, "--epochs", config.ae_epochs, "--seed", 0,
+                                   "--embedding", embedding, "--no-progress", *subset),
+                              kind="training", method=method, after=before))
+            before = (f"{embedding}.train",)
+        elif embedding == "cnn":
+            before = ("cnn",)
+        steps.append(Step(f"{embedding}.evaluate",
+                          _cli("evaluate_cross_domain", config.store, "--features", embedding,
+                               "--head", *config.heads, "--protocol", "matrix", "lodo",
+                               "--seeds", *config.seeds, "--scheme", config.scheme, "--label-dataset", "canonical",
+                               "--no-umap", "--no-confusion-png", "--out", config.out / "methods" / method),
+                          kind="evaluation", method=method, after=before))
+    return steps
+
+
+def dg_steps(config: ComparisonConfig) -> list[Step]:
+    """One ``train_dg`` step per deep baseline, both protocols (Oracle: matrix; FewShot: LODO, every k)."""
+    steps = []
+    prerequisites = ("data.synthetic",) if config.domains_root is None else ()
+    weights = ("--weights", config.dg_weights) if config.dg_weights else ()
+    for algorithm in (m for m in DG_METHODS if m in config.methods):
+        protocols = ("matrix",) if algorithm == "Oracle" else ("lodo",) if algorithm == "FewShot" \
+            else ("matrix", "lodo")
+        steps.append(Step(f"{algorithm}.train_dg",
+                          _cli("train_dg", "--domains-root", config.data_root, "--scheme", config.scheme,
+                               "--algorithm", algorithm, "--protocol", *protocols,
+                               "--seeds", ",".join(map(str, config.seeds)),
+                               "--few-shot-k", ",".join(map(str, config.few_shot_k)),
+                               "--backbone", config.dg_backbone, *weights, "--image-size", config.dg_image_size,
+                               "--steps", config.dg_steps, "--no-confusion-png",
+                               "--out", config.out / "methods" / algorithm, *config.dg_options),
+                          kind="deep baseline", method=algorithm, after=prerequisites))
+    return steps
+
+
+def build_steps(config: ComparisonConfig) -> list[Step]:
+    """Every step of the comparison, in an order that respects their ``after``."""
+    return data_steps(config) + feature_steps(config) + dg_steps(config)

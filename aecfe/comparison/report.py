@@ -1,0 +1,202 @@
+"""One report of every method: results tables, confusion matrices, UMAPs, reconstruction grids, costs.
+
+Every method's evaluation wrote ``<methods_dir>/<method>/<head>/scores.csv`` (the layout of
+:meth:`aecfe.evaluation.CrossDomainResult.to_files`, used by ``evaluate_cross_domain`` and ``train_dg``).
+:func:`collect_scores` stacks them; :func:`results_table` condenses each (method, head) into
+
+* ``one -> others``: the thesis protocol, trained on one domain (its training part) and scored on each whole
+  other domain (``matrix`` / ``whole_domain``, off-diagonal pairs);
+* ``same domain``: scored on the training domain's own test part (``matrix`` / ``test_split`` diagonal);
+* ``LODO``: trained on all other domains, scored on the whole held-out one (``lodo`` / ``whole_domain``),
+
+each the per-seed mean over the pairs, then mean ± std over seeds, in percent.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from aecfe.comparison.steps import StepRecord
+
+logger = logging.getLogger(__name__)
+
+COLUMNS: dict[str, tuple[str, str, str]] = {
+    "one -> others": ("matrix", "whole_domain", "cross"),
+    "same domain": ("matrix", "test_split", "diagonal"),
+    "LODO": ("lodo", "whole_domain", "all"),
+}
+"""Report column -> (protocol, variant, which (train, test) pairs)."""
+
+REPORT_METRICS = ("accuracy", "f1_macro", "f1_micro")
+RANK_BY = ("LODO", "f1_macro")
+"""The column and metric that rank the methods (best and worst confusion matrices, the verdict)."""
+
+
+def collect_scores(methods_dir: str | Path) -> pd.DataFrame:
+    """Every ``<method>/<head>/scores.csv`` under ``methods_dir`` as one frame with a ``method`` column."""
+    frames = []
+    for path in sorted(Path(methods_dir).glob("*/*/scores.csv")):
+        scores = pd.read_csv(path, keep_default_na=False)
+        if scores.empty:
+            continue
+        frames.append(scores.assign(method=path.parent.parent.name, head=path.parent.name))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def _pairs(scores: pd.DataFrame, protocol: str, variant: str, which: str) -> pd.DataFrame:
+    rows = scores[(scores["protocol"] == protocol) & (scores["variant"] == variant)]
+    same = rows["train_domain"] == rows["test_domain"]
+    return rows[~same] if which == "cross" else rows[same] if which == "diagonal" else rows
+
+
+def results_table(scores: pd.DataFrame, metrics: Sequence[str] = REPORT_METRICS) -> pd.DataFrame:
+    """One row per (method, head); columns ``(report column, metric)`` holding ``(mean, std, n_seeds)`` over
+    seeds of the per-seed mean over that column's pairs (fractions), NaN where the method did not run it."""
+    records, index = [], []
+    for (method, head), rows in scores.groupby(["method", "head"], sort=False):
+        index.append((method, head))
+        record = {}
+        for column, (protocol, variant, which) in COLUMNS.items():
+            pairs = _pairs(rows, protocol, variant, which)
+            per_seed = pairs.groupby("seed")[list(metrics)].mean()
+            for metric in metrics:
+                values = per_seed[metric].to_numpy(dtype=float)
+                record[(column, metric)] = (float(values.mean()), float(values.std()), len(values)) if len(values) \
+                    else (np.nan, np.nan, 0)
+        records.append(record)
+    return pd.DataFrame(records, index=pd.MultiIndex.from_tuples(index, names=["method", "head"]),
+                        columns=pd.MultiIndex.from_tuples(list(records[0]) if records else []))
+
+
+def format_table(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``"mean ± std"`` percent strings of one metric for every report column, ``"—"`` where not run."""
+    def text(cell) -> str:
+        mean, std, n = cell
+        return "—" if n == 0 else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+    shown = pd.DataFrame({column: table[(column, metric)].map(text) for column in COLUMNS}, index=table.index)
+    return shown.reset_index()
+
+
+def ranking(table: pd.DataFrame, by: tuple[str, str] = RANK_BY) -> pd.Series:
+    """Mean of ``by`` per (method, head), best first, methods that did not run it left out."""
+    means = table[by].map(lambda cell: cell[0])
+    return means.dropna().sort_values(ascending=False)
+
+
+def verdict(table: pd.DataFrame, reference: str = "AE-CFE", by: tuple[str, str] = RANK_BY) -> list[str]:
+    """Plain sentences: the best and worst method and where ``reference`` (every head) ranks, with gaps."""
+    ranked = ranking(table, by)
+    if ranked.empty:
+        return [f"No method has {by[0]} {by[1]} results."]
+    name = lambda key: f"{key[0]} ({key[1]})"  # noqa: E731
+    lines = [f"Ranked by {by[0]} {by[1].replace('_', '-')} (mean over seeds), {len(ranked)} method/head pairs.",
+             f"Best: {name(ranked.index[0])} at {100 * ranked.iloc[0]:.1f} %; "
+             f"worst: {name(ranked.index[-1])} at {100 * ranked.iloc[-1]:.1f} %."]
+    for key, value in ranked.items():
+        if key[0] == reference:
+            position = list(ranked.index).index(key) + 1
+            gap = 100 * (ranked.iloc[0] - value)
+            lines.append(f"{name(key)} ranks {position} of {len(ranked)} at {100 * value:.1f} %"
+                         + (f", {gap:.1f} points behind the best." if gap > 0 else ", the best."))
+    if not any(key[0] == reference for key in ranked.index):
+        lines.append(f"{reference} has no {by[0]} results in this run.")
+    return lines
+
+
+def cost_table(records: Mapping[str, StepRecord], scores: pd.DataFrame) -> pd.DataFrame:
+    """Per step: method, kind, wall time, peak RSS, and for evaluation and deep-baseline steps the number of
+    models it trained (distinct head, seed, training domain(s) and protocol of that method's scores, each LODO
+    variant counted apart) with the wall time per model."""
+    rows = []
+    for record in records.values():
+        trained = scores[scores["method"] == record.method] if not scores.empty else scores
+        n_models = np.nan
+        if record.kind in ("evaluation", "deep baseline") and not trained.empty:
+            # the matrix variants score one model; each LODO variant trains its own
+            training = trained["variant"].where(trained["protocol"] != "matrix", "")
+            n_models = len(trained.assign(training=training).drop_duplicates(
+                ["head", "seed", "protocol", "training", "train_domain"]))
+        rows.append({"step": record.name, "method": record.method, "kind": record.kind,
+                     "wall (s)": round(record.wall_s, 1), "peak RSS (MiB)": round(record.peak_rss_mb),
+                     "models trained": n_models,
+                     "wall per model (s)": round(record.wall_s / n_models, 2) if n_models == n_models and n_models
+                     else np.nan})
+    return pd.DataFrame(rows)
+
+
+def plot_extremes(scores: pd.DataFrame, table: pd.DataFrame, methods_dir: Path, out_dir: Path) -> list[Path]:
+    """Confusion matrices (summed over seeds and LODO folds) of the best and the worst (method, head)."""
+    from aecfe.plots import plot_confusion_matrix
+
+    ranked = ranking(table)
+    written = []
+    for tag, key in (("best", ranked.index[0]), ("worst", ranked.index[-1])) if len(ranked) else ():
+        path = methods_dir / key[0] / key[1] / "confusion.csv"
+        if not path.exists():
+            continue
+        tidy = pd.read_csv(path, keep_default_na=False)
+        protocol, variant, _ = COLUMNS[RANK_BY[0]]
+        tidy = tidy[(tidy["protocol"] == protocol) & (tidy["variant"] == variant)]
+        counts = tidy.pivot_table(index="true", columns="predicted", values="count", aggfunc="sum", fill_value=0)
+        classes = sorted(set(counts.index) | set(counts.columns))
+        counts = counts.reindex(index=classes, columns=classes, fill_value=0)
+        written.append(plot_confusion_matrix(counts, out_dir / f"confusion_{tag}.png",
+                                             title=f"{tag}: {key[0]} ({key[1]}), {RANK_BY[0]} folds summed"))
+    return written
+
+
+def copy_figures(sources: Mapping[str, Path], out_dir: Path) -> dict[str, Path]:
+    """Copy the PNGs named in ``sources`` (report name -> file) that exist into ``out_dir``."""
+    copied = {}
+    for name, source in sources.items():
+        if source is not None and Path(source).exists():
+            copied[name] = Path(shutil.copyfile(source, out_dir / f"{name}.png"))
+    return copied
+
+
+def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[str, StepRecord], *,
+                 title: str, command: str, figures: Mapping[str, Path] = (), reference: str = "AE-CFE") -> Path:
+    """Write ``report.md`` (+ ``results_<metric>.csv``, ``costs.csv`` and the PNGs) under ``out_dir``."""
+    out_dir, methods_dir = Path(out_dir), Path(methods_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores = collect_scores(methods_dir)
+    lines = [f"# {title}", "", f"Command: `{command}`", ""]
+    if scores.empty:
+        lines += ["No method has finished yet."]
+    else:
+        table = results_table(scores)
+        lines += ["## Verdict", ""] + [f"* {line}" for line in verdict(table, reference)] + [""]
+        lines += ["Columns: **one -> others** = trained on one domain's training part, scored on every other whole "
+                  "domain (thesis); **same domain** = scored on the training domain's own test part; **LODO** = "
+                  "trained on all other domains, scored on the whole held-out one. Mean ± std over seeds, in %; "
+                  "— = not run for that method.", ""]
+        for metric in REPORT_METRICS:
+            shown = format_table(table, metric)
+            shown.to_csv(out_dir / f"results_{metric}.csv", index=False)
+            lines += [f"## {metric.replace('_', '-')}", "", shown.to_markdown(index=False), ""]
+        extremes = plot_extremes(scores, table, methods_dir, out_dir)
+        if extremes:
+            lines += ["## Confusion matrices (LODO, folds and seeds summed)", ""]
+            lines += [f"![{path.stem}]({path.name})" for path in extremes] + [""]
+    copied = copy_figures(dict(figures), out_dir)
+    if copied:
+        lines += ["## Figures", ""] + [f"### {name}\n\n![{name}]({path.name})\n" for name, path in copied.items()]
+    if records:
+        costs = cost_table(records, scores)
+        costs.to_csv(out_dir / "costs.csv", index=False)
+        lines += ["## Cost on this machine", "",
+                  "Wall time and peak resident memory of each step's process (one step at a time); evaluation and "
+                  "deep-baseline steps train every model of every seed and fold, so the per-model column divides "
+                  "by that count.", "", costs.to_markdown(index=False), ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    logger.info("report: %s", path)
+    return path

@@ -1,0 +1,93 @@
+"""aecfe.comparison: the plan's steps and the report built from every method's scores."""
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aecfe.comparison.plan import ComparisonConfig, build_steps
+from aecfe.comparison.report import collect_scores, cost_table, results_table, verdict, write_report
+from aecfe.comparison.steps import StepRecord
+
+DOMAINS = ("a", "b", "c")
+
+
+def fake_scores(f1_by_seed, head="rf"):
+    """scores.csv rows of a method: matrix (both variants) and lodo, f1_macro = f1_by_seed[seed] everywhere."""
+    rows = []
+    for seed, value in enumerate(f1_by_seed):
+        for train, test in itertools.product(DOMAINS, DOMAINS):
+            rows.append(dict(head=head, seed=seed, protocol="matrix", variant="whole_domain", train_domain=train,
+                             test_domain=test, accuracy=value, f1_macro=value, f1_micro=value))
+            rows.append(dict(head=head, seed=seed, protocol="matrix", variant="test_split", train_domain=train,
+                             test_domain=test, accuracy=value + (0.3 if train == test else 0),
+                             f1_macro=value, f1_micro=value))
+        for held_out in DOMAINS:
+            rows.append(dict(head=head, seed=seed, protocol="lodo", variant="whole_domain",
+                             train_domain="+".join(d for d in DOMAINS if d != held_out), test_domain=held_out,
+                             accuracy=value, f1_macro=value, f1_micro=value))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def methods_dir(tmp_path):
+    for method, values in {"AE-CFE": [0.5, 0.7], "ERM": [0.8, 0.8], "R-CNN-RF": [0.2, 0.4]}.items():
+        folder = tmp_path / "methods" / method / "rf"
+        folder.mkdir(parents=True)
+        fake_scores(values).to_csv(folder / "scores.csv", index=False)
+        confusion = pd.DataFrame({"protocol": "lodo", "variant": "whole_domain", "train_domain": "b+c",
+                                  "test_domain": "a", "true": ["x", "x", "y"], "predicted": ["x", "y", "y"],
+                                  "count": [3, 1, 4]})
+        confusion.to_csv(folder / "confusion.csv", index=False)
+    return tmp_path / "methods"
+
+
+def test_results_table_means_over_pairs_then_seeds(methods_dir):
+    scores = collect_scores(methods_dir)
+    assert set(scores["method"]) == {"AE-CFE", "ERM", "R-CNN-RF"}
+    table = results_table(scores)
+    mean, std, n = table.loc[("AE-CFE", "rf"), ("LODO", "f1_macro")]
+    assert (mean, std, n) == (pytest.approx(0.6), pytest.approx(0.1), 2)
+    # "same domain" takes the test_split diagonal only (accuracy +0.3 there), "one -> others" the off-diagonal
+    assert table.loc[("ERM", "rf"), ("same domain", "accuracy")][0] == pytest.approx(1.1)
+    assert table.loc[("ERM", "rf"), ("one -> others", "accuracy")][0] == pytest.approx(0.8)
+
+
+def test_verdict_says_where_the_reference_loses(methods_dir):
+    lines = verdict(results_table(collect_scores(methods_dir)))
+    assert "Best: ERM (rf) at 80.0 %" in lines[1] and "worst: R-CNN-RF (rf) at 30.0 %" in lines[1]
+    assert lines[2] == "AE-CFE (rf) ranks 2 of 3 at 60.0 %, 20.0 points behind the best."
+
+
+def test_cost_table_counts_models_per_step(methods_dir):
+    scores = collect_scores(methods_dir)
+    records = {"ERM.train_dg": StepRecord("ERM.train_dg", "deep baseline", "ERM", ["x"], 120.0, 900.0, 0)}
+    costs = cost_table(records, scores)
+    # 2 seeds x (3 matrix trainings, scored in both variants, + 3 lodo trainings)
+    assert costs.loc[0, "models trained"] == 12 and costs.loc[0, "wall per model (s)"] == pytest.approx(10.0)
+
+
+def test_write_report_has_tables_confusions_and_costs(methods_dir, tmp_path):
+    records = {"extract": StepRecord("extract", "extraction", "R-CNN-RF", ["x"], 10.0, 500.0, 0)}
+    path = write_report(tmp_path / "report", methods_dir, records, title="T", command="cmd")
+    text = path.read_text()
+    assert "| ERM      | rf     | 80.0 ± 0.0" in text
+    assert "confusion_best.png" in text and (tmp_path / "report" / "confusion_worst.png").exists()
+    assert "## Cost on this machine" in text and "extraction" in text
+    assert pd.read_csv(tmp_path / "report" / "results_f1_macro.csv").shape == (3, 5)
+
+
+def test_plan_orders_dependencies_and_shares_seeds(tmp_path):
+    config = ComparisonConfig(out=tmp_path, seeds=(0, 1), methods=("AE-CFE", "R-CNN-RF", "ERM", "FewShot"))
+    steps = build_steps(config)
+    names = [step.name for step in steps]
+    for step in steps:
+        assert all(names.index(before) < names.index(step.name) for before in step.after)
+    assert names[:2] == ["data.synthetic", "detector.train"] and "ae_mmd.train" in names
+    for step in steps:
+        if step.name.endswith(".evaluate"):
+            assert step.command[step.command.index("--seeds") + 1:][:2] == ("0", "1")
+    few_shot = next(step for step in steps if step.name == "FewShot.train_dg")
+    assert few_shot.command[few_shot.command.index("--protocol") + 1] == "lodo"
+    with pytest.raises(ValueError, match="unknown methods"):
+        ComparisonConfig(out=tmp_path, methods=("AE-XYZ",))
