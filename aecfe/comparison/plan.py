@@ -103,7 +103,7 @@ def data_steps(config: ComparisonConfig) -> list[Step]:
         steps.append(Step("data.synthetic", _cli("synthetic_data", "--out", config.out / "data",
                                                  "--n-per-domain", config.synthetic_n),
                           kind="data", method="data"))
-    if config.detector_checkpoint is None:
+    if config.detector_checkpoint is None and any(m in FEATURE_METHODS for m in config.methods):
         steps.append(Step("detector.train", _cli("train_detector", "--coco-synthetic", config.out / "data" / "coco",
                                                  "--out", config.out / "detector"),
                           kind="training", method="detector", after=("data.synthetic",)))

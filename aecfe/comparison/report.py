@@ -195,7 +195,7 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
         lines += ["## Cost on this machine", "",
                   "Wall time and peak resident memory of each step's process (one step at a time); evaluation and "
                   "deep-baseline steps train every model of every seed and fold, so the per-model column divides "
-                  "by that count.", "", costs.to_markdown(index=False), ""]
+                  "by that count.", "", costs.astype(object).where(costs.notna(), "—").to_markdown(index=False), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     logger.info("report: %s", path)
