@@ -6,8 +6,8 @@ import pytest
 
 from aecfe.cli.train_dg import algorithm_hparams, main, parse_hparams
 from aecfe.errors import InputError
-from classifiers.heads import make_head
 from aecfe.evaluation import Predictions, evaluate_cross_domain, score_predictions
+from classifiers.heads import make_head
 
 TINY_RUN = ["--synthetic", "--synthetic-n", "12", "--synthetic-size", "24", "--backbone", "tiny",
             "--image-size", "16", "--steps", "3", "--batch-size", "2", "--few-shot-k", "2",

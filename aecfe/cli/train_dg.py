@@ -311,8 +311,8 @@ def write_summary(results: dict[str, CrossDomainResult], out_dir: Path, counts: 
     tables = headline_tables(results, lodo_variant)
     lines = ["# Deep domain-generalization baselines", "", f"Command: `{command}`", "",
              "Images per class and domain:", "", counts.to_markdown(), "",
-             f"Leave-one-domain-out ({lodo_variant}); Oracle: trained and scored in the held-out domain itself "
-             "(its 80/20 split). Mean ± std over seeds, in %; each head's folder has every table (report.md).", ""]
+             (f"Leave-one-domain-out ({lodo_variant}); Oracle: trained and scored in the held-out domain itself "
+              "(its 80/20 split). Mean ± std over seeds, in %; each head's folder has every table (report.md)."), ""]
     for metric, table in tables.items():
         table.to_csv(out_dir / f"summary_{metric}.csv")
         lines += [f"## {metric}", "", table.to_markdown(), ""]
