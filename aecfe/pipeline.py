@@ -301,8 +301,9 @@ def extraction_report(store: CellStore, scan_skips: SkipCounter | None = None, *
 
     ``{"store", "totals": {...}, "domains": {domain: {...}}, "scan_skipped": {reason: n}, "embeddings":
     {name: rows_done}, **extra}`` where each count block holds ``images`` (read into the store), ``ok``,
-    ``undetected``, ``error``, ``cells`` and ``skipped_reasons`` ({reason: n} over undetected and error
-    images).
+    ``undetected``, ``error``, ``cells``, ``skipped_reasons`` ({reason: n} over undetected and error
+    images) and ``kept_with_note`` ({reason: n} over images with cells and a note, e.g. the centred
+    fallback box of a single-cell image without a detection).
     """
     images = store.images()
     domains = {}
@@ -323,10 +324,12 @@ def _counts(images) -> dict:
     status = images["status"].value_counts()
     skipped = images[images["status"] != "ok"]
     reasons = (skipped["status"] + ": " + skipped["reason"]).value_counts()
+    noted = images.loc[(images["status"] == "ok") & (images["reason"] != ""), "reason"].value_counts()
     return {"images": int(len(images)), "ok": int(status.get("ok", 0)),
             "undetected": int(status.get("undetected", 0)), "error": int(status.get("error", 0)),
             "cells": int(images["n_cells"].sum()),
-            "skipped_reasons": {str(k): int(v) for k, v in sorted(reasons.items())}}
+            "skipped_reasons": {str(k): int(v) for k, v in sorted(reasons.items())},
+            "kept_with_note": {str(k): int(v) for k, v in sorted(noted.items())}}
 
 
 def format_report(report: Mapping) -> str:
@@ -334,8 +337,9 @@ def format_report(report: Mapping) -> str:
     def line(name: str, counts: Mapping) -> str:
         text = (f"{name}: {counts['images']} images read, {counts['cells']} cells, {counts['ok']} with cells, "
                 f"{counts['undetected']} undetected, {counts['error']} errors")
-        if counts["skipped_reasons"]:
-            text += " (" + ", ".join(f"{n} {reason}" for reason, n in counts["skipped_reasons"].items()) + ")"
+        notes = {**counts["skipped_reasons"], **counts["kept_with_note"]}
+        if notes:
+            text += " (" + ", ".join(f"{n} {reason}" for reason, n in notes.items()) + ")"
         return text
 
     lines = [line("all domains", report["totals"])]

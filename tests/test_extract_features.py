@@ -148,7 +148,7 @@ def test_extraction_writes_every_stage_and_reports_skips(image_root, tmp_path, a
     assert (totals["images"], totals["ok"], totals["undetected"], totals["error"], totals["cells"]) == (20, 18, 1, 1, 18)
     assert report["domains"]["lab_a"]["error"] == 1 and report["domains"]["lab_a"]["undetected"] == 1
     assert report["domains"]["lab_b"] == {"images": 6, "ok": 6, "undetected": 0, "error": 0, "cells": 6,
-                                          "skipped_reasons": {}}
+                                          "skipped_reasons": {}, "kept_with_note": {}}
     reasons = report["domains"]["lab_a"]["skipped_reasons"]
     assert sum(reasons.values()) == 2 and any(r.startswith("undetected: ") for r in reasons)
     assert report["embeddings"] == {"ae_mmd": 18, "raw_pixels": 18, "rcnn_roi": 18}
@@ -270,3 +270,16 @@ def test_cli_merge_and_errors(image_root, tmp_path, caplog):
     assert main(["--class-folders", str(image_root), "--out", str(tmp_path / "new.h5"), "--no-progress"]) == 2
     assert "no detector" in caplog.text
     assert main(["--domain", "lab_a=" + str(tmp_path / "missing"), "--out", str(tmp_path / "x.h5")]) == 2
+
+
+def test_fallback_boxes_are_counted_as_notes(image_root, tmp_path):
+    from detectors.base import Detector
+    from fake_detector import FakeBackend
+
+    listing = gather_images(domains=[("lab_a", image_root / "lab_a")])
+    report = run_extraction(listing, tmp_path / "cells.h5",
+                            detector_factory=lambda: Detector(FakeBackend(), single_cell_fallback="center"),
+                            detector_identity=IDENTITY, progress=False)
+    assert report["totals"]["undetected"] == 0 and report["totals"]["error"] == 1
+    assert report["totals"]["kept_with_note"] == {"centred fallback box (no detection)": 1}
+    assert report["totals"]["cells"] == report["totals"]["ok"] == len(listing.images) - 1
