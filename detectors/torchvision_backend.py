@@ -55,6 +55,13 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2")
 CHECKPOINT_FORMAT = "aecfe.detector.torchvision"
 _MOBILENET_V2_FPN_STAGES = [1, 2, 3, 4]  # stage indices of blocks 2, 4, 7, 14: strides 4, 8, 16, 32
 _PRETRAINED_TRAINABLE_LAYERS = 3
+CPU_FRIENDLY_OPTIONS = {"box_batch_size_per_image": 128, "rpn_pre_nms_top_n_train": 1000,
+                        "rpn_post_nms_top_n_train": 1000, "rpn_pre_nms_top_n_test": 500,
+                        "rpn_post_nms_top_n_test": 300}
+"""MaskRCNN defaults that differ from torchvision's (512 sampled RoIs per training image, 2000/1000
+proposals): the box head's 12544x1024 layer runs once per RoI and dominates CPU time, and a smear
+field holds tens of cells, not hundreds of objects. Matterport (the thesis) samples 200 RoIs per
+image. Override any of them through ``maskrcnn_options``."""
 
 
 def _resolve_weights(backbone: str, weights: Any) -> tuple[str, Any]:
@@ -125,6 +132,7 @@ def build_maskrcnn(backbone: str = "mobilenet_v2", *, num_classes: int = 2, weig
     all_layers = 6 if backbone == "mobilenet_v2" else 5
     if trainable_layers is None:
         trainable_layers = _PRETRAINED_TRAINABLE_LAYERS if pretrained else all_layers
+    maskrcnn_options = {**CPU_FRIENDLY_OPTIONS, **maskrcnn_options}
     arch = {"backend": "torchvision", "backbone": backbone, "num_classes": int(num_classes),
             "min_size": int(min_size), "max_size": int(max_size), "trainable_layers": int(trainable_layers),
             "frozen_batchnorm": frozen, "initial_weights": _weights_name(kind, value),
