@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cls"
 """``../shared/data/cls`` beside the project: the default domains when it exists."""
 
-QUICK = {"seeds": [0], "ae_epochs": 2, "dg_steps": 20, "dg_image_size": 32, "dg_backbone": "tiny",
+QUICK = {"seeds": [0], "ae_epochs": 2, "detector_seconds": 60, "dg_steps": 20, "dg_image_size": 32, "dg_backbone": "tiny",
          "cnn_backbone": "tiny", "few_shot_k": [2], "synthetic_n": 24, "heads": ["rf", "linear"]}
 """``--quick``: a smoke-sized run (seconds per step), to check the whole chain."""
 
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--synthetic", action="store_true", help="the synthetic labs, even when real data exists")
     data.add_argument("--synthetic-n", type=int, default=60, help="single-cell images per synthetic lab")
     data.add_argument("--detector-checkpoint", type=Path, help="trained detector (needed for real domains)")
+    data.add_argument("--detector-seconds", type=float, default=600, help="training time of the synthetic detector")
     data.add_argument("--scheme", default="five", help="label scheme of every evaluation (aecfe.taxonomy)")
     methods = parser.add_argument_group("methods")
     methods.add_argument("--methods", nargs="+", default=list(FEATURE_METHODS) + list(DG_METHODS),
@@ -83,7 +84,8 @@ def config_from_args(args: argparse.Namespace) -> ComparisonConfig:
     values = {key: getattr(args, key) for key in ("heads", "seeds", "ae_epochs", "ae_max_cells", "cnn_backbone",
                                                   "cnn_weights", "dg_backbone", "dg_weights", "dg_image_size",
                                                   "dg_steps", "few_shot_k", "synthetic_n", "extract_options",
-                                                  "dg_options", "scheme", "methods", "detector_checkpoint")}
+                                                  "dg_options", "scheme", "methods", "detector_checkpoint",
+                                                  "detector_seconds")}
     if args.quick:
         values.update(QUICK)
     root = args.domains_root
@@ -115,7 +117,7 @@ def report_figures(config: ComparisonConfig) -> dict[str, Path]:
                     for by in ("domain", "class"):
                         figures[f"UMAP {when} ({embedding}) by {by}"] = umap_dir / f"{embedding}_by_{by}.png"
     for run in sorted((config.out / "autoencoders").glob("*")):
-        grids = sorted(run.glob("**/*grid*.png"))
+        grids = sorted(run.glob("reconstructions_*.png"))
         if grids:
             figures[f"reconstructions ae_{run.name}"] = grids[-1]
     return figures

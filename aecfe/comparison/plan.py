@@ -33,6 +33,8 @@ FEATURE_METHODS: dict[str, str] = {
 """Report name -> embedding name in the store."""
 
 DG_METHODS: tuple[str, ...] = ("ERM", "DANN", "CORAL", "Mixup", "SelfReg", "BoDA", "SADA", "FewShot", "Oracle")
+SYNTHETIC_LABS: tuple[str, ...] = ("lab_a", "lab_b", "lab_c")
+"""The labs of :func:`aecfe.synthetic.default_domains`."""
 
 
 @dataclasses.dataclass
@@ -51,7 +53,8 @@ class ComparisonConfig:
         cnn_backbone, cnn_weights: the ResNet-RF features (weights: enum name or local file; None: random init).
         dg_backbone, dg_weights, dg_image_size, dg_steps: the deep baselines' network and length.
         few_shot_k: labelled target images per class of the few-shot fine-tuning.
-        synthetic_n: single-cell images per synthetic lab. extract_options / dg_options: extra CLI arguments.
+        synthetic_n: single-cell images per synthetic lab. detector_seconds: training time of the synthetic
+            detector (single-cell images it misses get the centred box). extract_options / dg_options: extra CLI arguments.
     """
 
     out: Path
@@ -71,6 +74,7 @@ class ComparisonConfig:
     dg_steps: int = 300
     few_shot_k: Sequence[int] = (5, 10, 20)
     synthetic_n: int = 60
+    detector_seconds: float = 600
     extract_options: Sequence[str] = ()
     dg_options: Sequence[str] = ()
 
@@ -104,14 +108,17 @@ def data_steps(config: ComparisonConfig) -> list[Step]:
                                                  "--n-per-domain", config.synthetic_n),
                           kind="data", method="data"))
     if config.detector_checkpoint is None and any(m in FEATURE_METHODS for m in config.methods):
-        steps.append(Step("detector.train", _cli("train_detector", "--coco-synthetic", config.out / "data" / "coco",
-                                                 "--out", config.out / "detector"),
+        coco = [config.out / "data" / "coco" / lab / "annotations.json" for lab in SYNTHETIC_LABS]
+        steps.append(Step("detector.train", _cli("train_detector", *coco, "--out", config.out / "detector",
+                                                 "--min-size", 256, "--max-size", 256,
+                                                 "--max-seconds", config.detector_seconds, "--overlays", 4,
+                                                 "--no-progress"),
                           kind="training", method="detector", after=("data.synthetic",)))
     return steps
 
 
 def detector_checkpoint(config: ComparisonConfig) -> Path:
-    return config.detector_checkpoint or config.out / "detector" / "model.pt"
+    return config.detector_checkpoint or config.out / "detector" / "last.pt"
 
 
 def feature_steps(config: ComparisonConfig) -> list[Step]:
@@ -120,9 +127,10 @@ def feature_steps(config: ComparisonConfig) -> list[Step]:
     if not wanted:
         return []
     prerequisites = tuple(s.name for s in data_steps(config))
+    fallback = ("--fallback", "center") if config.detector_checkpoint is None else ()
     steps = [Step("extract", _cli("extract_features", "--out", config.store, "--class-folders", config.data_root,
                                   "--detector-checkpoint", detector_checkpoint(config), "--baselines", "rcnn_roi",
-                                  "--no-progress", *config.extract_options),
+                                  "--no-progress", *fallback, *config.extract_options),
                   kind="extraction", method="R-CNN-RF", after=prerequisites)]
     if "ResNet-RF" in wanted:
         weights = ("--weights", config.cnn_weights) if config.cnn_weights else ()

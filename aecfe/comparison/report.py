@@ -14,6 +14,7 @@ each the per-seed mean over the pairs, then mean ± std over seeds, in percent.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -158,7 +159,8 @@ def copy_figures(sources: Mapping[str, Path], out_dir: Path) -> dict[str, Path]:
     copied = {}
     for name, source in sources.items():
         if source is not None and Path(source).exists():
-            copied[name] = Path(shutil.copyfile(source, out_dir / f"{name}.png"))
+            slug = re.sub(r"[^\w.-]+", "_", name).strip("_")
+            copied[name] = Path(shutil.copyfile(source, out_dir / f"{slug}.png"))
     return copied
 
 
