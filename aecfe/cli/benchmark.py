@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--dg-weights", help="deep baselines' weights: name or local file (default: from scratch)")
     methods.add_argument("--dg-image-size", type=int, default=96)
     methods.add_argument("--dg-steps", type=int, default=300)
+    methods.add_argument("--dg-protocols", nargs="+", choices=["matrix", "lodo"], default=["matrix", "lodo"],
+                         help="protocols of the deep baselines (each trains its own models)")
     methods.add_argument("--few-shot-k", nargs="+", type=int, default=[5, 10, 20])
     methods.add_argument("--extract-option", nargs="*", default=[], dest="extract_options", metavar="ARG",
                          help="extra arguments of extract_features (e.g. --min-size=400)")
@@ -83,7 +85,7 @@ def config_from_args(args: argparse.Namespace) -> ComparisonConfig:
     """The :class:`ComparisonConfig` of the command line (``--quick`` overrides the sizes)."""
     values = {key: getattr(args, key) for key in ("heads", "seeds", "ae_epochs", "ae_max_cells", "cnn_backbone",
                                                   "cnn_weights", "dg_backbone", "dg_weights", "dg_image_size",
-                                                  "dg_steps", "few_shot_k", "synthetic_n", "extract_options",
+                                                  "dg_steps", "dg_protocols", "few_shot_k", "synthetic_n", "extract_options",
                                                   "dg_options", "scheme", "methods", "detector_checkpoint",
                                                   "detector_seconds")}
     if args.quick:

@@ -52,6 +52,8 @@ class ComparisonConfig:
         ae_epochs, ae_max_cells: autoencoder training length and seeded cell subset (None: all).
         cnn_backbone, cnn_weights: the ResNet-RF features (weights: enum name or local file; None: random init).
         dg_backbone, dg_weights, dg_image_size, dg_steps: the deep baselines' network and length.
+        dg_protocols: the protocols the deep baselines run (each trains its own models; Oracle always runs the
+            matrix, FewShot leave-one-domain-out).
         few_shot_k: labelled target images per class of the few-shot fine-tuning.
         synthetic_n: single-cell images per synthetic lab. detector_seconds: training time of the synthetic
             detector (single-cell images it misses get the centred box). extract_options / dg_options: extra CLI arguments.
@@ -72,6 +74,7 @@ class ComparisonConfig:
     dg_weights: str | None = None
     dg_image_size: int = 96
     dg_steps: int = 300
+    dg_protocols: Sequence[str] = ("matrix", "lodo")
     few_shot_k: Sequence[int] = (5, 10, 20)
     synthetic_n: int = 60
     detector_seconds: float = 600
@@ -166,7 +169,7 @@ def dg_steps(config: ComparisonConfig) -> list[Step]:
     weights = ("--weights", config.dg_weights) if config.dg_weights else ()
     for algorithm in (m for m in DG_METHODS if m in config.methods):
         protocols = ("matrix",) if algorithm == "Oracle" else ("lodo",) if algorithm == "FewShot" \
-            else ("matrix", "lodo")
+            else tuple(config.dg_protocols)
         steps.append(Step(f"{algorithm}.train_dg",
                           _cli("train_dg", "--domains-root", config.data_root, "--scheme", config.scheme,
                                "--algorithm", algorithm, "--protocol", *protocols,
