@@ -1,4 +1,6 @@
 """Installs aecfe: the packages aecfe, detectors, extractors, classifiers and the console scripts."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 # torch and torchvision are pinned together: unpinned, pip resolves a newer torch with gigabytes
@@ -22,6 +24,11 @@ INSTALL_REQUIRES = [
     "tabulate>=0.9",
 ]
 
+# Every command-line program aecfe/cli/NAME.py (with main(argv=None) -> int) is installed as aecfe-NAME
+# (underscores as dashes); scripts/NAME.py runs the same program from a checkout.
+CONSOLE_SCRIPTS = [f"aecfe-{path.stem.replace('_', '-')}=aecfe.cli.{path.stem}:main"
+                   for path in sorted(Path(__file__).parent.joinpath("aecfe", "cli").glob("[!_]*.py"))]
+
 setup(
     name="aecfe",
     version="0.1.0",
@@ -35,13 +42,5 @@ setup(
     package_data={"aecfe": ["taxonomies/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
-    entry_points={
-        "console_scripts": [
-            "aecfe-demo=aecfe.cli.demo:main",
-            "aecfe-evaluate-cross-domain=aecfe.cli.evaluate_cross_domain:main",
-            "aecfe-train-autoencoder=aecfe.cli.train_autoencoder:main",
-            "aecfe-benchmark-autoencoder=aecfe.cli.benchmark_autoencoder:main",
-            "aecfe-benchmark-store=aecfe.cli.benchmark_store:main",
-        ]
-    },
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

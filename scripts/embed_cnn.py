@@ -1,0 +1,4 @@
+"""The ResNet-RF baseline: CNN features of every crop of a cell store; see aecfe/cli/embed_cnn.py."""
+from aecfe.cli.embed_cnn import main
+
+raise SystemExit(main())
