@@ -309,7 +309,7 @@ def detectron2_available() -> bool:
 
 def make_detector(backend: Literal["auto", "torchvision", "detectron2"] = "auto", *,
                   backbone: str = "mobilenet_v2", weights: Any = None, checkpoint: str | None = None,
-                  min_size: int = 512, max_size: int = 853, score_threshold: float = 0.5,
+                  min_size: int | None = None, max_size: int | None = None, score_threshold: float = 0.5,
                   single_cell_fallback: Fallback = "none", device: str | torch.device = "cpu",
                   num_classes: int = 2, crop_margin: tuple[float, float] = (10, 20),
                   center_box_fraction: float = 0.6, max_image_side: int = MAX_IMAGE_SIDE,
@@ -326,7 +326,8 @@ def make_detector(backend: Literal["auto", "torchvision", "detectron2"] = "auto"
         checkpoint: a detector checkpoint written by :mod:`detectors.training` (its recorded
             architecture is used).
         min_size / max_size: the model's resize (shorter side to ``min_size``, longer side at
-            most ``max_size``); torchvision's 800 px default costs 3-4x on cells for nothing.
+            most ``max_size``); default: the checkpoint's, else 512 and 853 (torchvision's 800 px
+            default upscales cells and costs 3-4x).
         score_threshold: detections below it are dropped.
         single_cell_fallback, crop_margin, center_box_fraction, max_image_side: see :class:`Detector`.
         device: ``"cpu"``, ``"cuda"``...
@@ -341,7 +342,7 @@ def make_detector(backend: Literal["auto", "torchvision", "detectron2"] = "auto"
         from detectors.detectron2_backend import Detectron2Backend
 
         runner: DetectorBackend = Detectron2Backend(
-            checkpoint=checkpoint, min_size=min_size, max_size=max_size,
+            checkpoint=checkpoint, min_size=min_size or 512, max_size=max_size or 853,
             score_threshold=score_threshold, num_classes=num_classes, device=device, **backend_options)
     else:
         from detectors.torchvision_backend import TorchvisionBackend

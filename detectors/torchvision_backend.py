@@ -211,19 +211,22 @@ class TorchvisionBackend(DetectorBackend):
 
     @classmethod
     def build(cls, *, backbone: str = "mobilenet_v2", weights: Any = None, checkpoint: str | Path | None = None,
-              min_size: int = 512, max_size: int = 853, score_threshold: float = 0.5, num_classes: int = 2,
-              device: str | torch.device = "cpu", **options: Any) -> "TorchvisionBackend":
+              min_size: int | None = None, max_size: int | None = None, score_threshold: float = 0.5,
+              num_classes: int = 2, device: str | torch.device = "cpu", **options: Any) -> "TorchvisionBackend":
         """From a training checkpoint (its architecture; ``min_size``/``max_size`` given here win
-        over the recorded ones) or from :func:`build_maskrcnn` arguments."""
+        over the recorded ones) or from :func:`build_maskrcnn` arguments (sizes default 512/853)."""
         if checkpoint is not None:
             saved = load_checkpoint(checkpoint)
-            arch = {**saved["arch"], "min_size": int(min_size), "max_size": int(max_size)}
+            arch = dict(saved["arch"])
+            arch["min_size"] = int(min_size or arch["min_size"])
+            arch["max_size"] = int(max_size or arch["max_size"])
+            arch["maskrcnn_options"] = {**arch.get("maskrcnn_options", {}), **options}
             model = model_from_arch(arch)
             model.load_state_dict(saved["model"])
             source = f"checkpoint:{Path(checkpoint).name}:sha256={sha256_file(checkpoint)}"
         else:
             model, arch = build_maskrcnn(backbone, num_classes=num_classes, weights=weights,
-                                         min_size=min_size, max_size=max_size, **options)
+                                         min_size=min_size or 512, max_size=max_size or 853, **options)
             source = arch["initial_weights"]
         return cls(model, arch, score_threshold=score_threshold, device=device, source=source)
 

@@ -54,6 +54,8 @@ class TrainConfig:
     early (after a checkpoint) for time-capped runs. ``schedule``: "constant" or "cosine" (to
     ``lr * min_lr_factor`` at the last step). ``missing_mask``: what an annotation without a
     segmentation trains with: its filled box ("box") or nothing ("skip" the instance).
+    ``extra``: torchvision ``MaskRCNN`` keyword options for :func:`build_maskrcnn` (e.g.
+    ``{"box_batch_size_per_image": 64}``), recorded in the checkpoint's architecture.
     """
 
     backbone: str = "mobilenet_v2"
@@ -267,13 +269,12 @@ def train_detector(annotations: Sequence[str | Path] | Sequence[CocoImage], *, o
                           "seconds": round(time.perf_counter() - started, 3)}
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
+                    log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
                 bar.update(1)
                 out_of_time = config.max_seconds is not None and time.perf_counter() - started > config.max_seconds
                 if step % config.checkpoint_every == 0 or step == total or out_of_time:
                     save()
-                    if log is not None:
-                        log.flush()
                 if out_of_time:
                     logger.info("stopping at step %d of %d: max_seconds=%s reached", step, total, config.max_seconds)
                     break

@@ -20,6 +20,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from aecfe.io import scan_class_folders
@@ -58,12 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="images held out for mAP (seeded)")
     parser.add_argument("--detection-rate", nargs="*", type=Path, default=[],
                         help="single-cell class folders (<root>/<class>/<image>) to report the detection rate on")
+    parser.add_argument("--detection-rate-max", type=int, default=None,
+                        help="at most this many images per detection-rate folder (seeded sample)")
+    parser.add_argument("--maskrcnn-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="torchvision MaskRCNN option (integer or float value), e.g. box_batch_size_per_image=64")
     parser.add_argument("--score-threshold", type=float, default=0.5, help="detector's working threshold")
     parser.add_argument("--overlays", type=int, default=8, help="held-out overlay PNGs to write")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def parse_option(text: str) -> tuple[str, int | float]:
+    """``"key=3"`` -> ``("key", 3)``; ``"key=0.5"`` -> ``("key", 0.5)``."""
+    key, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or not key or number is None:
+        raise SystemExit(f"--maskrcnn-option {text!r}: expected KEY=NUMBER")
+    return key, int(number) if number.is_integer() and "." not in value else number
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     train, held_out = split_images(images, args.val_fraction, seed=args.seed)
     logger.info("%d COCO images: %d train, %d held out", len(images), len(train), len(held_out))
     names = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names},
+                         extra=dict(parse_option(text) for text in args.maskrcnn_option))
     started = time.perf_counter()
     detector = train_detector(train, out_dir=args.out, config=config, resume=args.resume,
                               progress=not args.no_progress, device=args.device,
@@ -95,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     rates = {}
     for root in args.detection_rate:
         records = scan_class_folders(root, on_error="skip")
+        if args.detection_rate_max is not None and len(records) > args.detection_rate_max:
+            keep = np.random.default_rng(args.seed).choice(len(records), args.detection_rate_max, replace=False)
+            records = [records[i] for i in sorted(keep)]
         rates[root.name] = detection_rate(detector, records, progress=not args.no_progress)["overall"]
         logger.info("detection rate %s: %.3f of %d images", root.name, rates[root.name]["rate"],
                     rates[root.name]["images"])
