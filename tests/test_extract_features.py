@@ -283,3 +283,26 @@ def test_fallback_boxes_are_counted_as_notes(image_root, tmp_path):
     assert report["totals"]["undetected"] == 0 and report["totals"]["error"] == 1
     assert report["totals"]["kept_with_note"] == {"centred fallback box (no detection)": 1}
     assert report["totals"]["cells"] == report["totals"]["ok"] == len(listing.images) - 1
+
+
+def test_cli_with_a_trained_detector_checkpoint(image_root, tmp_path, autoencoder_checkpoint):
+    from aecfe.cli.extract_features import main
+    from aecfe.synthetic import write_coco
+    from detectors.training import train_detector
+
+    coco = write_coco(tmp_path / "coco", default_domains()[0], 2, seed=0, size=(96, 96))
+    train_detector([coco], out_dir=tmp_path / "det", max_steps=1, batch_size=2, min_size=96, max_size=96,
+                   progress=False)
+    store = tmp_path / "cells.h5"
+    args = ["--domain", f"lab_b={image_root / 'lab_b'}", "--detector-checkpoint", str(tmp_path / "det" / "last.pt"),
+            "--fallback", "center", "--autoencoder-checkpoint", str(autoencoder_checkpoint), "--embedding-name", "ae",
+            "--baselines", "rcnn_roi", "raw_pixels", "--out", str(store), "--no-progress"]
+    assert main(args) == 0
+    report = json.loads(report_path(store).read_text())
+    assert report["totals"]["images"] == report["totals"]["cells"] == 6
+    assert report["embeddings"] == {"ae": 6, "raw_pixels": 6, "rcnn_roi": 6}
+    with CellStore.open(store) as opened:
+        detector = opened.provenance["detector"]
+        assert detector["config"]["single_cell_fallback"] == "center" and len(detector["weights_sha256"]) == 64
+    assert main(args) == 0  # a re-run finds everything done
+    assert json.loads(report_path(store).read_text())["images_detected_now"] == 0

@@ -106,7 +106,13 @@ def detector_factory_and_identity(args) -> tuple:
         from detectors.base import make_detector
 
         options = {key: value for key, value in config.items() if value is not None and key != "backend"}
-        return make_detector(args.detector_backend, checkpoint=args.detector_checkpoint, **options)
+        if args.detector_backend == "torchvision":  # unset sizes: the ones the detector was trained with
+            from detectors.torchvision_backend import load_checkpoint
+
+            arch = load_checkpoint(args.detector_checkpoint)["arch"]
+            options.setdefault("min_size", arch["min_size"])
+            options.setdefault("max_size", arch["max_size"])
+        return make_detector(args.detector_backend, checkpoint=str(args.detector_checkpoint), **options)
 
     return build, model_identity(config, args.detector_checkpoint)
 
