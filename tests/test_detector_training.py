@@ -23,12 +23,12 @@ def coco(tmp_path_factory):
 
 
 def test_loss_decreases_and_checkpoint_round_trip(coco, tmp_path):
-    detector = train_detector([coco], out_dir=tmp_path, max_steps=12, lr=0.01, augment_p=0.0, **TINY)
+    detector = train_detector([coco], out_dir=tmp_path, max_steps=10, lr=0.01, augment_p=0.0, **TINY)
     losses = [r["loss"] for r in read_log(tmp_path / "log.jsonl")]
-    assert len(losses) == 12
+    assert len(losses) == 10
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
     saved = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert saved["step"] == 12 and saved["arch"]["backbone"] == "mobilenet_v2"
+    assert saved["step"] == 10 and saved["arch"]["backbone"] == "mobilenet_v2"
     reloaded = make_detector(checkpoint=tmp_path / "last.pt", min_size=128, max_size=128, score_threshold=0.0)
     detector.backend.score_threshold = 0.0
     image = load_coco(coco)[0].read()
@@ -39,12 +39,12 @@ def test_loss_decreases_and_checkpoint_round_trip(coco, tmp_path):
 
 
 def test_resume_continues_exactly(coco, tmp_path):
-    straight = train_detector([coco], out_dir=tmp_path / "a", max_steps=4, **TINY)
+    straight = train_detector([coco], out_dir=tmp_path / "a", max_steps=3, **TINY)
     train_detector([coco], out_dir=tmp_path / "b", max_steps=2, **TINY)
-    resumed = train_detector([coco], out_dir=tmp_path / "b", max_steps=4, resume=tmp_path / "b" / "last.pt", **TINY)
+    resumed = train_detector([coco], out_dir=tmp_path / "b", max_steps=3, resume=tmp_path / "b" / "last.pt", **TINY)
     for (name, p), q in zip(straight.backend.model.state_dict().items(), resumed.backend.model.state_dict().values()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=name)
-    assert [r["step"] for r in read_log(tmp_path / "b" / "log.jsonl")] == [1, 2, 3, 4]
+    assert [r["step"] for r in read_log(tmp_path / "b" / "log.jsonl")] == [1, 2, 3]
     with pytest.raises(InputError, match="architecture"):
         train_detector([coco], max_steps=1, resume=tmp_path / "b" / "last.pt", **{**TINY, "backbone": "resnet18"})
 
@@ -53,11 +53,15 @@ def test_training_accepts_coco_with_missing_masks_and_outside_boxes(coco, tmp_pa
     data = json.loads(coco.read_text())
     data["annotations"][0]["segmentation"] = None
     data["annotations"][1]["bbox"] = [500.0, 500.0, 10.0, 10.0]  # outside the 128 px image
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != 3]  # a negative image
     bad = coco.parent / "bad.json"
     bad.write_text(json.dumps(data))
     with pytest.raises(InputError, match="outside"):
         load_coco(bad)
-    detector = train_detector([bad, coco], max_steps=2, **TINY)  # skipped and counted, missing mask -> box
+    images = load_coco(bad, on_error="skip")
+    assert any(len(i) == 0 for i in images) and not all(images[0].has_mask)
+    detector = train_detector([bad], max_steps=3, batch_size=6, augment_p=1.0,  # every image in each step
+                              **{k: v for k, v in TINY.items() if k != "batch_size"})
     assert isinstance(detector, Detector)
 
 
