@@ -27,8 +27,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -121,7 +122,7 @@ class DetectorBackend(ABC):
         """RoI features (n_i, 256, 14, 14) for boxes (n_i, 4) xyxy in input-image pixels of each
         image of the batch that :meth:`run` returned ``state`` for (the mask head's pooler)."""
 
-    def to(self, device: str | torch.device) -> "DetectorBackend":
+    def to(self, device: str | torch.device) -> DetectorBackend:
         """Move the model to ``device``."""
         return self
 
@@ -163,7 +164,7 @@ class Detector:
                 "center_box_fraction": self.center_box_fraction, "crop_margin": list(self.crop_margin),
                 "crop_size": self.crop_size}
 
-    def to(self, device: str | torch.device) -> "Detector":
+    def to(self, device: str | torch.device) -> Detector:
         self.backend.to(device)
         return self
 

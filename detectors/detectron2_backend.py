@@ -21,8 +21,9 @@ imports. Training in this package (:mod:`detectors.training`) is torchvision-onl
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ class Detectron2Backend(DetectorBackend):
     def config(self) -> dict:
         return {**self._info, "score_threshold": self.score_threshold}
 
-    def to(self, device: str | torch.device) -> "Detectron2Backend":
+    def to(self, device: str | torch.device) -> Detectron2Backend:
         self.model.to(device)
         return self
 

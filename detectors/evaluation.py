@@ -13,11 +13,12 @@ import io
 import logging
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -25,7 +26,6 @@ from tqdm.auto import tqdm
 
 from aecfe import torchvision_compat  # noqa: F401  (before torchvision)
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from aecfe.errors import InputError  # noqa: E402
 from aecfe.io import CocoImage, ImageReadError, ImageRecord, read_image  # noqa: E402

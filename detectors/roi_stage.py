@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Union
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -28,7 +28,7 @@ from detectors.base import Detections, Detector
 
 logger = logging.getLogger(__name__)
 
-Record = Union[ImageRecord, CocoImage]
+Record = ImageRecord | CocoImage
 FALLBACK_REASON = "centred fallback box (no detection)"
 
 

@@ -28,8 +28,9 @@ the same tensor the mask head sees, at no extra cost.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor  # noqa: E4
 from torchvision.models.detection.transform import resize_boxes  # noqa: E402
 from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
 
-from aecfe.checkpoints import read_checkpoint  # noqa: E402
+from aecfe.checkpoints import load_weights_only, read_checkpoint  # noqa: E402
 from aecfe.errors import InputError  # noqa: E402
 from aecfe.store import sha256_file  # noqa: E402
 from detectors.base import DetectorBackend, RawDetections  # noqa: E402
@@ -147,7 +148,7 @@ def build_maskrcnn(backbone: str = "mobilenet_v2", *, num_classes: int = 2, weig
     classifier = torchvision.models.get_model(backbone, weights=value if kind == "backbone" else None,
                                               norm_layer=norm_layer)
     if kind == "file":
-        state = torch.load(value, map_location="cpu", weights_only=True)
+        state = load_weights_only(value, f"{backbone} backbone weights file")
         try:
             classifier.load_state_dict(state)
         except RuntimeError as err:
@@ -212,7 +213,7 @@ class TorchvisionBackend(DetectorBackend):
     @classmethod
     def build(cls, *, backbone: str = "mobilenet_v2", weights: Any = None, checkpoint: str | Path | None = None,
               min_size: int | None = None, max_size: int | None = None, score_threshold: float = 0.5,
-              num_classes: int = 2, device: str | torch.device = "cpu", **options: Any) -> "TorchvisionBackend":
+              num_classes: int = 2, device: str | torch.device = "cpu", **options: Any) -> TorchvisionBackend:
         """From a training checkpoint (its architecture; ``min_size``/``max_size`` given here win
         over the recorded ones) or from :func:`build_maskrcnn` arguments (sizes default 512/853)."""
         if checkpoint is not None:
@@ -233,7 +234,7 @@ class TorchvisionBackend(DetectorBackend):
     def config(self) -> dict:
         return {**self.arch, "weights": self.source, "score_threshold": self.score_threshold}
 
-    def to(self, device: str | torch.device) -> "TorchvisionBackend":
+    def to(self, device: str | torch.device) -> TorchvisionBackend:
         self.device = torch.device(device)
         self.model.to(self.device)
         return self

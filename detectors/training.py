@@ -25,9 +25,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -153,7 +154,7 @@ def split_images(images: Sequence[CocoImage], val_fraction: float, seed: int = 0
     if not 0 <= val_fraction < 1:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(len(images))
-    n_val = int(round(val_fraction * len(images)))
+    n_val = round(val_fraction * len(images))
     return [images[i] for i in sorted(order[n_val:])], [images[i] for i in sorted(order[:n_val])]
 
 

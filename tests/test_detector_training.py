@@ -14,7 +14,8 @@ from detectors.augment import DetectionAugment, bilateral_filter, mask_boxes
 from detectors.evaluation import detection_rate, evaluate_coco, save_overlays
 from detectors.training import TrainConfig, read_log, split_images, train_detector
 
-TINY = dict(backbone="mobilenet_v2", min_size=128, max_size=128, batch_size=2, warmup_steps=2, progress=False)
+TINY = {"backbone": "mobilenet_v2", "min_size": 128, "max_size": 128, "batch_size": 2, "warmup_steps": 2,
+        "progress": False}
 
 
 @pytest.fixture(scope="module")

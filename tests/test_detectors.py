@@ -1,7 +1,6 @@
 """Detector interface, torchvision backend, roi stage: shapes, RoI features = the model's own
 mask_roi_pool, single-cell selection, fallback, crops, store writing and resume, bad input."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from aecfe.errors import InputError
 from aecfe.io import load_coco, scan_class_folders
 from aecfe.store import CellStore
 from aecfe.synthetic import default_domains, make_fields, make_single_cell_images, write_coco
-from detectors import Detections, Detector, DetectorBackend, RawDetections, make_detector, write_roi_stage
+from detectors import Detector, DetectorBackend, RawDetections, make_detector, write_roi_stage
 from detectors.torchvision_backend import build_maskrcnn
 from torchvision.models.detection.transform import resize_boxes
 
@@ -201,7 +200,7 @@ def test_local_backbone_weights_file(tmp_path):
     assert any(isinstance(m, FrozenBatchNorm2d) for m in model.backbone.body.modules())
     torch.testing.assert_close(model.backbone.body["0"][0].weight, reference.features[0][0].weight)
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="bad.pth"):
         build_maskrcnn("mobilenet_v2", weights=tmp_path / "bad.pth")
 
 
@@ -215,7 +214,7 @@ def _write_cls_folder(root):
     (label_dir / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     Image.fromarray(cells[0].image[:, :, 0]).save(label_dir / "gray.png")
     Image.fromarray(np.dstack([cells[0].image, np.full((96, 96), 255, np.uint8)])).save(label_dir / "rgba.png")
-    Image.fromarray((cells[0].image[:, :, 1].astype(np.uint16) * 257)).save(label_dir / "deep16.png")
+    Image.fromarray(cells[0].image[:, :, 1].astype(np.uint16) * 257).save(label_dir / "deep16.png")
     Image.fromarray(cells[0].image[:20, :20]).save(label_dir / "tiny.png")
     return folder
 
@@ -265,10 +264,9 @@ def test_roi_stage_without_skip_errors_keeps_written_rows(tmp_path):
     folder = _write_cls_folder(tmp_path)
     records = sorted(scan_class_folders(folder), key=lambda r: r.path.name in ("corrupt.png", "tiny.png"))
     detector = Detector(StubBackend([0.9]))
-    with CellStore.create(tmp_path / "s.h5", provenance={}) as store:
-        with pytest.raises(InputError, match="corrupt.png|tiny.png"):
-            write_roi_stage(detector, records, store, single_cell=True, skip_errors=False, progress=False,
-                            batch_size=1)
+    with CellStore.create(tmp_path / "s.h5", provenance={}) as store, \
+            pytest.raises(InputError, match="corrupt.png|tiny.png"):
+        write_roi_stage(detector, records, store, single_cell=True, skip_errors=False, progress=False, batch_size=1)
     with CellStore.open(tmp_path / "s.h5") as store:
         assert store.n_images == 6  # every image before the bad file was committed
 
