@@ -306,3 +306,19 @@ def test_cli_with_a_trained_detector_checkpoint(image_root, tmp_path, autoencode
         assert detector["config"]["single_cell_fallback"] == "center" and len(detector["weights_sha256"]) == 64
     assert main(args) == 0  # a re-run finds everything done
     assert json.loads(report_path(store).read_text())["images_detected_now"] == 0
+
+
+def test_coco_fields_and_file_lists_run_through_the_pipeline(tmp_path, image_root):
+    from aecfe.synthetic import write_coco
+
+    coco = write_coco(tmp_path / "coco", default_domains()[1], 3, seed=0, size=(96, 96))
+    some = sorted((image_root / "lab_c").glob("*/*.png"))[:2]
+    (tmp_path / "list.txt").write_text("".join(f"{path}\tlab_z\n" for path in some))
+    listing = gather_images(coco=[("smears", coco)], files=[tmp_path / "list.txt"])
+    assert [(i.domain, i.single_cell, i.label) for i in listing.images] == [("smears", False, None)] * 3 + [
+        ("lab_z", True, None)] * 2
+    report = run_extraction(listing, tmp_path / "cells.h5", detector_factory=fake_detector,
+                            detector_identity=IDENTITY, progress=False)
+    assert {d: c["cells"] for d, c in report["domains"].items()} == {"lab_z": 2, "smears": 3}
+    with CellStore.open(tmp_path / "cells.h5") as store:
+        assert store.cells()["label"].isna().all()
