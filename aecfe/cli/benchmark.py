@@ -68,10 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--dg-protocols", nargs="+", choices=["matrix", "lodo"], default=["matrix", "lodo"],
                          help="protocols of the deep baselines (each trains its own models)")
     methods.add_argument("--few-shot-k", nargs="+", type=int, default=[5, 10, 20])
-    methods.add_argument("--extract-option", nargs="*", default=[], dest="extract_options", metavar="ARG",
-                         help="extra arguments of extract_features (e.g. --min-size=400)")
-    methods.add_argument("--dg-option", nargs="*", default=[], dest="dg_options", metavar="ARG",
-                         help="extra arguments of train_dg (e.g. --batch-size=16)")
+    methods.add_argument("--dg-seeds", nargs="+", type=int, help="seeds of the deep baselines (default: --seeds)")
+    methods.add_argument("--extract-options", type=shlex.split, default=[], metavar="'ARGS'",
+                         help="extra arguments of extract_features, one quoted string (e.g. '--min-size 400')")
+    methods.add_argument("--ae-options", type=shlex.split, default=[], metavar="'ARGS'",
+                         help="extra arguments of train_autoencoder (e.g. '--batch-size 32')")
+    methods.add_argument("--dg-options", type=shlex.split, default=[], metavar="'ARGS'",
+                         help="extra arguments of train_dg (e.g. '--batch-size 8 --lr 1e-4')")
     run = parser.add_argument_group("run")
     run.add_argument("--quick", action="store_true", help="smoke-sized run: " + ", ".join(f"{k}={v}"
                                                                                           for k, v in QUICK.items()))
@@ -85,8 +88,8 @@ def config_from_args(args: argparse.Namespace) -> ComparisonConfig:
     """The :class:`ComparisonConfig` of the command line (``--quick`` overrides the sizes)."""
     values = {key: getattr(args, key) for key in ("heads", "seeds", "ae_epochs", "ae_max_cells", "cnn_backbone",
                                                   "cnn_weights", "dg_backbone", "dg_weights", "dg_image_size",
-                                                  "dg_steps", "dg_protocols", "few_shot_k", "synthetic_n", "extract_options",
-                                                  "dg_options", "scheme", "methods", "detector_checkpoint",
+                                                  "dg_steps", "dg_protocols", "dg_seeds", "few_shot_k", "synthetic_n",
+                                                  "extract_options", "ae_options", "dg_options", "scheme", "methods", "detector_checkpoint",
                                                   "detector_seconds")}
     if args.quick:
         values.update(QUICK)

@@ -54,9 +54,12 @@ class ComparisonConfig:
         dg_backbone, dg_weights, dg_image_size, dg_steps: the deep baselines' network and length.
         dg_protocols: the protocols the deep baselines run (each trains its own models; Oracle always runs the
             matrix, FewShot leave-one-domain-out).
+        dg_seeds: seeds of the deep baselines (None: ``seeds``; each seed trains every model again).
         few_shot_k: labelled target images per class of the few-shot fine-tuning.
         synthetic_n: single-cell images per synthetic lab. detector_seconds: training time of the synthetic
-            detector (single-cell images it misses get the centred box). extract_options / dg_options: extra CLI arguments.
+            detector (single-cell images it misses get the centred box).
+        extract_options / ae_options / dg_options: extra arguments of extract_features / train_autoencoder /
+            train_dg.
     """
 
     out: Path
@@ -78,7 +81,9 @@ class ComparisonConfig:
     few_shot_k: Sequence[int] = (5, 10, 20)
     synthetic_n: int = 60
     detector_seconds: float = 600
+    dg_seeds: Sequence[int] | None = None
     extract_options: Sequence[str] = ()
+    ae_options: Sequence[str] = ()
     dg_options: Sequence[str] = ()
 
     def __post_init__(self):
@@ -148,7 +153,7 @@ def feature_steps(config: ComparisonConfig) -> list[Step]:
             steps.append(Step(f"{embedding}.train",
                               _cli("train_autoencoder", config.store, "--out", config.ae_run(alignment),
                                    "--alignment", alignment, "--epochs", config.ae_epochs, "--seed", 0,
-                                   "--embedding", embedding, "--no-progress", *subset),
+                                   "--embedding", embedding, "--no-progress", *subset, *config.ae_options),
                               kind="training", method=method, after=before))
             before = (f"{embedding}.train",)
         elif embedding == "cnn":
@@ -173,7 +178,7 @@ def dg_steps(config: ComparisonConfig) -> list[Step]:
         steps.append(Step(f"{algorithm}.train_dg",
                           _cli("train_dg", "--domains-root", config.data_root, "--scheme", config.scheme,
                                "--algorithm", algorithm, "--protocol", *protocols,
-                               "--seeds", ",".join(map(str, config.seeds)),
+                               "--seeds", ",".join(map(str, config.dg_seeds or config.seeds)),
                                "--few-shot-k", ",".join(map(str, config.few_shot_k)),
                                "--backbone", config.dg_backbone, *weights, "--image-size", config.dg_image_size,
                                "--steps", config.dg_steps, "--no-confusion-png",
