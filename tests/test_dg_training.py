@@ -129,11 +129,13 @@ def test_boda_hooks_get_counts_and_refresh_centroids(tmp_path):
 
 def test_sada_swad_ignores_stage_one_segments():
     train_set, val_set, _ = datasets("sada", n=4)
-    algorithm = new("SADA", train_set, stage1_steps=4, steps=9, checkpoint_every=2, swad_n_converge=2,
-                    swad_n_tolerance=2)
+    algorithm = new("SADA", train_set, stage1_steps=4, steps=9, checkpoint_every=2, swad_n_converge=3,
+                    swad_n_tolerance=6)
     result = train(algorithm, train_set, val_set, quiet())
     ended = [s.end for s in result.swad.smooth_queue]
     assert ended and min(ended) >= 4
+    # no kept segment holds stage-1 weights (the one ending at step 4 also holds step 3's)
+    assert min(s.start for s in result.swad.smooth_queue) >= 4
     assert "contrastive" in result.history[0] and "contrastive" not in result.history[-1]
 
 

@@ -92,6 +92,11 @@ class SWAD:
         """Fold ``module``'s current parameters into the current segment (call after every step)."""
         self.segment.add(_floating_parameters(module), step, step)
 
+    @property
+    def segment_start(self) -> int | None:
+        """First step folded into the current segment (None while it is empty)."""
+        return self.segment.start if self.segment.n else None
+
     def discard_segment(self) -> None:
         """Start a new segment without evaluating the current one (e.g. SADA's stage 1)."""
         self.segment = _Average()

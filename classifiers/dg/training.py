@@ -265,7 +265,8 @@ def _loop(algorithm: Algorithm, data: TrainingData, plan: BatchPlan, swad: SWAD 
             record.update(validate(algorithm, val_set, config.eval_batch_size, config.num_workers))
         stop = False
         if swad is not None:
-            if step < algorithm.swad_start_step:
+            first = swad.segment_start if swad.segment_start is not None else step
+            if first < algorithm.swad_start_step:  # a segment holding any earlier weights (SADA's stage 1)
                 swad.discard_segment()
             else:
                 swad.end_segment(record["val_loss"], step)

@@ -10,7 +10,7 @@ An algorithm is an ``nn.Module`` holding its networks, optimisers and state (buf
 
 and optional hooks the training loop calls: ``setup(data)`` once before training and ``before_update(data)``
 before every step (``data`` is a :class:`~classifiers.dg.training.TrainingData`: the training set, its class
-counts, full passes over it); ``swad_start_step`` (SWAD segments ending earlier are discarded).
+counts, full passes over it); ``swad_start_step`` (SWAD segments holding earlier weights are discarded).
 
 Data parallel: :meth:`Algorithm.optimize` averages the gradients of the optimiser's parameters over the
 processes of an initialised process group before stepping (no ``DistributedDataParallel`` wrapper, so
