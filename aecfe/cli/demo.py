@@ -177,6 +177,13 @@ def _over_seeds(rows: pd.DataFrame, metric: str) -> str:
     return f"{per_seed.mean():.1f} ± {float(np.std(per_seed)):.1f}"
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv=None) -> int:
     from aecfe.cli.evaluate_cross_domain import run_evaluation
 
@@ -232,7 +239,7 @@ def main(argv=None) -> int:
             f"mean ± std over seeds, in %.\n\n{table.to_markdown(index=False)}\n\n"
             f"Per-feature tables, confusion matrices and UMAPs: {', '.join(f + '/' for f in (stage.name, 'rcnn_roi', 'raw_pixels'))}\n\n"
             f"Time (s): {', '.join(f'{k} {v}' for k, v in timings.items())}; total "
-            f"{time.perf_counter() - started:.0f}\n")
+            f"{time.perf_counter() - started:.0f} wall, {_cpu_seconds():.0f} CPU (this process, all threads)\n")
     (args.out / "comparison.md").write_text(text, encoding="utf-8")
     print(text)
     return 0
