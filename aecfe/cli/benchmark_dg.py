@@ -1,7 +1,7 @@
 """Benchmark the training step of every deep DG algorithm on CPU: seconds per step and the ratio to ERM.
 
 Usage: ``python scripts/benchmark_dg.py [--backbone resnet18] [--sizes 128 224] [--batch-per-domain 8]
-[--domains 3] [--warmup 2] [--steps 5] [--threads 2] [--json out.json]``.
+[--domains 3] [--warmup 2] [--steps 5] [--rounds 1] [--threads 2] [--json out.json]``.
 
 Each algorithm is built with the backbone (random weights: the cost does not depend on them) and its reference
 hyper-parameters, then ``update`` runs on fixed random minibatches — ``--domains`` minibatches of
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import time
 from typing import Any, Sequence
@@ -90,15 +91,26 @@ def measure(label: str, backbone: str, size: int, batch_per_domain: int, n_domai
 
 
 def benchmark(labels: Sequence[str], backbone: str, sizes: Sequence[int], batch_per_domain: int, n_domains: int,
-              warmup: int, steps: int) -> pd.DataFrame:
+              warmup: int, steps: int, rounds: int = 1) -> pd.DataFrame:
     """One row per (image size, variant), with ``ratio_to_ERM`` = seconds per step / ERM's at that size (when
-    ERM is among ``labels``)."""
+    ERM is among ``labels``). With ``rounds`` > 1 every variant is measured once per round, the variants taking
+    turns (so that a change of machine load hits all of them), and the median over rounds is kept
+    (``min_seconds`` / ``max_seconds``: over every timed step of every round)."""
     rows = []
     for size in sizes:
-        for label in labels:
-            row = measure(label, backbone, size, batch_per_domain, n_domains, warmup, steps)
-            logger.info("%s at %d px: %.3f s/step", label, size, row["seconds_per_step"])
-            rows.append(row)
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+        for round_index in range(rounds):
+            for label in labels:
+                row = measure(label, backbone, size, batch_per_domain, n_domains, warmup, steps)
+                logger.info("round %d: %s at %d px: %.3f s/step", round_index + 1, label, size,
+                            row["seconds_per_step"])
+                runs[label].append(row)
+        for label, measured in runs.items():
+            seconds = statistics.median(r["seconds_per_step"] for r in measured)
+            rows.append({**measured[0], "seconds_per_step": seconds, "steps_per_second": 1 / seconds,
+                         "images_per_second": measured[0]["images_per_step"] / seconds, "rounds": rounds,
+                         "min_seconds": min(r["min_seconds"] for r in measured),
+                         "max_seconds": max(r["max_seconds"] for r in measured)})
     table = pd.DataFrame(rows)
     erm = table[table["algorithm"] == "ERM"].set_index("image_size")["seconds_per_step"]
     table["ratio_to_ERM"] = table["seconds_per_step"] / table["image_size"].map(erm)
@@ -129,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--domains", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every variant this many times, taking "
+                                                              "turns; report the median")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -138,14 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    if min(args.batch_per_domain, args.domains, args.steps) < 1 or args.warmup < 0:
-        logger.error("--batch-per-domain, --domains and --steps must be >= 1 and --warmup >= 0")
+    if min(args.batch_per_domain, args.domains, args.steps, args.rounds) < 1 or args.warmup < 0:
+        logger.error("--batch-per-domain, --domains, --steps and --rounds must be >= 1 and --warmup >= 0")
         return 2
     torch.set_num_threads(args.threads)
     table = benchmark(args.algorithms, args.backbone, args.sizes, args.batch_per_domain, args.domains,
-                      args.warmup, args.steps)
+                      args.warmup, args.steps, args.rounds)
     print(f"Training step on CPU ({args.threads} threads, torch {torch.__version__}); median of {args.steps} "
-          f"steps after {args.warmup} warm-up steps.\n")
+          f"steps after {args.warmup} warm-up steps, median over {args.rounds} round(s) taking turns; load "
+          f"average at the end {os.getloadavg()[0]:.1f}.\n")
     print(markdown(table))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
