@@ -139,7 +139,8 @@ def main(argv=None) -> int:
     if args.report_only:
         from aecfe.comparison.steps import StepRecord
 
-        records = {p.stem: StepRecord.load(p) for p in sorted((config.out / "steps").glob("*.json"))}
+        finished = {p.stem: StepRecord.load(p) for p in (config.out / "steps").glob("*.json")}
+        records = {step.name: finished[step.name] for step in steps if step.name in finished}
     from aecfe.comparison.report import write_report  # pandas & co. only now: the steps' parent stays small
 
     command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None

@@ -119,7 +119,7 @@ def cost_table(records: Mapping[str, StepRecord], scores: pd.DataFrame) -> pd.Da
     rows = []
     for record in records.values():
         trained = scores[scores["method"] == record.method] if not scores.empty else scores
-        n_models = np.nan
+        n_models = None
         if record.kind in ("evaluation", "deep baseline") and not trained.empty:
             # the matrix variants score one model; each LODO variant trains its own
             training = trained["variant"].where(trained["protocol"] != "matrix", "")
@@ -128,9 +128,8 @@ def cost_table(records: Mapping[str, StepRecord], scores: pd.DataFrame) -> pd.Da
         rows.append({"step": record.name, "method": record.method, "kind": record.kind,
                      "wall (s)": round(record.wall_s, 1), "peak RSS (MiB)": round(record.peak_rss_mb),
                      "models trained": n_models,
-                     "wall per model (s)": round(record.wall_s / n_models, 2) if n_models == n_models and n_models
-                     else np.nan})
-    return pd.DataFrame(rows)
+                     "wall per model (s)": round(record.wall_s / n_models, 2) if n_models else None})
+    return pd.DataFrame(rows).astype({"models trained": "Int64", "wall per model (s)": "Float64"})
 
 
 def plot_extremes(scores: pd.DataFrame, table: pd.DataFrame, methods_dir: Path, out_dir: Path) -> list[Path]:
