@@ -63,6 +63,10 @@ CPU_FRIENDLY_OPTIONS = {"box_batch_size_per_image": 128, "rpn_pre_nms_top_n_trai
 proposals): the box head's 12544x1024 layer runs once per RoI and dominates CPU time, and a smear
 field holds tens of cells, not hundreds of objects. Matterport (the thesis) samples 200 RoIs per
 image. Override any of them through ``maskrcnn_options``."""
+THESIS_OPTIONS = {"box_nms_thresh": 0.3}
+"""Matterport's DETECTION_NMS_THRESHOLD (METHODS §1.3), instead of torchvision's 0.5: after short
+training runs, partial-cell boxes overlapping the whole cell by IoU 0.3-0.5 survived NMS at 0.5
+(seen on BCCD overlays) and would become duplicate cells in multi-cell extraction."""
 
 
 def _resolve_weights(backbone: str, weights: Any) -> tuple[str, Any]:
@@ -133,7 +137,7 @@ def build_maskrcnn(backbone: str = "mobilenet_v2", *, num_classes: int = 2, weig
     all_layers = 6 if backbone == "mobilenet_v2" else 5
     if trainable_layers is None:
         trainable_layers = _PRETRAINED_TRAINABLE_LAYERS if pretrained else all_layers
-    maskrcnn_options = {**CPU_FRIENDLY_OPTIONS, **maskrcnn_options}
+    maskrcnn_options = {**CPU_FRIENDLY_OPTIONS, **THESIS_OPTIONS, **maskrcnn_options}
     arch = {"backend": "torchvision", "backbone": backbone, "num_classes": int(num_classes),
             "min_size": int(min_size), "max_size": int(max_size), "trainable_layers": int(trainable_layers),
             "frozen_batchnorm": frozen, "initial_weights": _weights_name(kind, value),
