@@ -18,7 +18,19 @@ Rows of the printed table (each measured in a fresh process, so peak memory is p
 
 Peak memory is the process's maximum resident set size (``resource.getrusage``; it includes the
 interpreter and torch, ~0.3 GB). The detector is untrained unless ``--detector-checkpoint`` is given:
-speed does not depend on the weights in single-cell mode (one cell per image either way).
+speed does not depend much on the weights in single-cell mode (one cell per image either way), but an untrained
+detector keeps up to 100 boxes per image through the mask head, so time a trained one when you have it.
+
+Measured on the development machine (2 shared cores, load average 8-10 from other jobs during the runs, 1 torch
+thread, niced; so these are floors, not what 2 idle cores give):
+
+* ``train_ae``: batch 256 → 93 s/step (2.7 cells/s, peak RSS 1.7 GB); batch 500 → 197 s/step (2.5 cells/s,
+  2.3 GB);
+* untrained MobileNetV2-FPN at 256 px, 48 single-cell images of 128 px: detect+encode 0.4 cells/s (1.9 GB),
+  pipeline files → store 0.4 cells/s;
+* the demo's trained MobileNetV2-FPN at 128 px (``--detector-checkpoint runs/demo/detector/last.pt --min-size 128
+  --max-size 128``): detect+encode 1.5 cells/s, encode alone 84 cells/s, pipeline 3.8 cells/s (0.6 GB); the
+  spread between the last two rows is the machine's load swinging between passes.
 """
 from __future__ import annotations
 
