@@ -14,6 +14,11 @@ Checkpoints (``last.pt``) hold only tensors and plain values (``torch.load(weigh
 format, architecture, model and optimizer state, step, and the training configuration. Losses go
 to ``log.jsonl`` (one line per step: step, epoch, lr, loss and its five terms, seconds).
 
+Measured on the shared data (MobileNetV2-FPN from ImageNet weights, min_size 320, batch 2, SGD lr
+0.01 cosine, 150 steps = 0.56 epoch of BCCD + Zheng, 35 min on a contended 2-core CPU): held-out
+(133 images) box AP50 0.987 / AP 0.637, mask AP50 0.987 / AP 0.785; single-cell detection rate
+1.00 on 200 images each of bccd_crops, pbc_barcelona (unseen lab) and zheng_jtsc.
+
 Example::
 
     detector = train_detector(["data/det/bccd/annotations.json"], out_dir="runs/det",

@@ -14,6 +14,10 @@ alternating, ``--rounds`` times each; the table gives medians and the ratio of t
 ``--cells`` detections per image so that the per-cell work is that of a field with that many cells.
 
     python scripts/benchmark_detector.py --sizes 400 800 --images 4 --rounds 5 --threads 2
+
+Measured here (shared 2-core CPU, 1 thread, untrained MobileNetV2-FPN, 2 fields of 400 px, 10 cells
+each, medians of 5): 400 px 1.09 images/s, 10.9 cells/s, extraction/forward 1.011; 800 px 0.31
+images/s, 3.1 cells/s, ratio 1.020. The 800 px input costs 3.4x the 400 px one.
 """
 from __future__ import annotations
 
