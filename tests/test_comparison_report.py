@@ -1,7 +1,6 @@
 """aecfe.comparison: the plan's steps and the report built from every method's scores."""
 import itertools
 
-import numpy as np
 import pandas as pd
 import pytest
 
