@@ -1,5 +1,17 @@
-"""aecfe: cross-domain white blood cell classification.
+"""aecfe: cross-domain white blood cell classification (the spine every other package plugs into).
 
-See the README for the data flow; ``from aecfe import ...`` gives the public API.
+Modules (imported on demand, so ``import aecfe`` stays light):
+
+* :mod:`aecfe.io` — images, class folders, COCO annotations; :mod:`aecfe.taxonomy` — class maps and schemes.
+* :mod:`aecfe.synthetic` — the synthetic multi-domain smears (the embedded default).
+* :mod:`aecfe.store` — the HDF5 cell store; :mod:`aecfe.pipeline` — images -> detector -> store -> embeddings.
+* :mod:`aecfe.metrics`, :mod:`aecfe.evaluation` — cross-domain protocols; :mod:`aecfe.plots` — figures.
+* :mod:`aecfe.comparison` — every method side by side (``scripts/benchmark.py``).
+* :mod:`aecfe.checkpoints` — atomic, weights-only checkpoints; :mod:`aecfe.torchvision_compat` — CPU kernels
+  for torchvision's ops when its compiled ones do not load (import it before torchvision).
+* :mod:`aecfe.cli` — the command-line programs (``python -m aecfe.cli NAME``).
+
+The models live beside it: :mod:`detectors` (Mask R-CNN), :mod:`extractors` (AE-CFE autoencoder),
+:mod:`classifiers` (scikit-learn heads, deep DG baselines).
 """
 __version__ = "0.1.0"
