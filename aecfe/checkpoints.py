@@ -12,16 +12,15 @@ from typing import Any
 
 import torch
 
+from aecfe.atomic import replacing
 from aecfe.errors import InputError
 
 
 def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-    return path
+    with replacing(path) as temporary:
+        torch.save(state, temporary)
+    return Path(path)
 
 
 def load_weights_only(path: str | os.PathLike, what: str) -> Any:

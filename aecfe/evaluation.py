@@ -182,7 +182,7 @@ class CrossDomainResult:
         rows = self._select(protocol, variant, head)
         if protocol == "lodo":
             return self._per_domain_row(rows, metric, LODO_ROW, "held out")
-        cells = rows.groupby(["train_domain", "test_domain"])[metric].agg(_mean_std).unstack("test_domain")
+        cells = rows.groupby(["train_domain", "test_domain"])[metric].agg(format_mean_std).unstack("test_domain")
         order = [d for d in self.domains if d in cells.index], [d for d in self.domains if d in cells.columns]
         table = cells.loc[order[0], order[1]]
         table.index.name, table.columns.name = "trained on", "tested on"
@@ -202,7 +202,7 @@ class CrossDomainResult:
         per_seed = rows.pivot_table(index="seed", columns="test_domain", values=metric)
         per_seed["mean"] = per_seed.mean(axis=1)
         order = [d for d in self.domains if d in per_seed.columns] + ["mean"]
-        table = per_seed[order].agg(_mean_std).to_frame(label).T
+        table = per_seed[order].agg(format_mean_std).to_frame(label).T
         table.columns.name = columns_name
         return table
 
@@ -281,7 +281,8 @@ class CrossDomainResult:
         return written
 
 
-def _mean_std(values: pd.Series) -> str:
+def format_mean_std(values: pd.Series) -> str:
+    """``"mean ± std"`` of fractions (one per seed), in percent with one decimal; population std."""
     return f"{100 * values.mean():.1f} ± {100 * np.std(values.to_numpy()):.1f}"
 
 

@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from aecfe.atomic import write_text_atomic
 from aecfe.errors import InputError, StoreError
 from aecfe.io import ImageRecord, SkipCounter, load_coco, scan_class_folders, scan_domains
 from aecfe.store import CellStore
@@ -355,9 +356,7 @@ def format_report(report: Mapping) -> str:
 def write_report(report: Mapping, store_path: str | os.PathLike) -> Path:
     """Write ``report`` as JSON to :func:`report_path` (atomically) and log its summary."""
     path = report_path(store_path)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
     logger.info("extraction report %s\n%s", path, format_report(report))
     return path
 

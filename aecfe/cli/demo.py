@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aecfe.evaluation import format_mean_std
 from aecfe.pipeline import (autoencoder_stage, baseline_stage, gather_images, run_extraction,
                             write_embedding_stage)
 from aecfe.store import CellStore, model_identity
@@ -171,10 +172,7 @@ def comparison_table(results: dict[tuple[str, str], object]) -> pd.DataFrame:
 
 
 def _over_seeds(rows: pd.DataFrame, metric: str) -> str:
-    if rows.empty:
-        return "n/a"
-    per_seed = rows.groupby("seed")[metric].mean() * 100
-    return f"{per_seed.mean():.1f} ± {float(np.std(per_seed)):.1f}"
+    return format_mean_std(rows.groupby("seed")[metric].mean()) if not rows.empty else "n/a"
 
 
 def _cpu_seconds() -> float:

@@ -5,7 +5,8 @@ skipped on the next run (``resume``). The record holds the command, the wall tim
 of the child, read from ``os.wait4`` (Linux counts the child's waited-for descendants too), so the cost table
 compares methods run one at a time on the same machine. Linux starts a forked child's peak at its parent's
 resident size, so the process that runs the steps must stay small (the benchmark CLI imports no torch, pandas or
-scikit-learn before it runs them): its size is the floor of every figure. The child's output goes to ``<state_dir>/<name>.log``.
+scikit-learn before it runs them): its size is the floor of every figure. The child's output goes to
+``<state_dir>/<name>.log``.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from aecfe.atomic import write_text_atomic
 from aecfe.errors import AecfeError
 
 logger = logging.getLogger(__name__)
@@ -111,9 +113,7 @@ def run_steps(steps: Sequence[Step], state_dir: str | Path, *, keep_going: bool 
             logger.error(message)
             continue
         record = StepRecord(step.name, step.kind, step.method, command, round(wall, 3), round(peak, 1), returncode)
-        temporary = state_dir / f"{step.name}.json.tmp"
-        temporary.write_text(json.dumps(dataclasses.asdict(record), indent=1), encoding="utf-8")
-        os.replace(temporary, state_dir / f"{step.name}.json")
+        write_text_atomic(state_dir / f"{step.name}.json", json.dumps(dataclasses.asdict(record), indent=1))
         records[step.name] = record
         logger.info("finished %s in %.1f s, peak %.0f MiB", step.name, wall, peak)
     return {name: records[name] for name in names if name in records}
