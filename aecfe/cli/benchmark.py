@@ -23,6 +23,7 @@ method, UMAPs before and after alignment, reconstruction grids, cost table) with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shlex
 import sys
@@ -36,8 +37,8 @@ logger = logging.getLogger(__name__)
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cls"
 """``../shared/data/cls`` beside the project: the default domains when it exists."""
 
-QUICK = {"seeds": [0], "ae_epochs": 2, "detector_seconds": 60, "dg_steps": 20, "dg_image_size": 32, "dg_backbone": "tiny",
-         "cnn_backbone": "tiny", "few_shot_k": [2], "synthetic_n": 24, "heads": ["rf", "linear"]}
+QUICK = {"seeds": [0], "ae_epochs": 2, "detector_seconds": 60, "dg_steps": 20, "dg_image_size": 32,
+         "dg_backbone": "tiny", "cnn_backbone": "tiny", "few_shot_k": [2], "synthetic_n": 24, "heads": ["rf", "linear"]}
 """``--quick``: a smoke-sized run (seconds per step), to check the whole chain."""
 
 
@@ -86,11 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ComparisonConfig:
     """The :class:`ComparisonConfig` of the command line (``--quick`` overrides the sizes)."""
-    values = {key: getattr(args, key) for key in ("heads", "seeds", "ae_epochs", "ae_max_cells", "cnn_backbone",
-                                                  "cnn_weights", "dg_backbone", "dg_weights", "dg_image_size",
-                                                  "dg_steps", "dg_protocols", "dg_seeds", "few_shot_k", "synthetic_n",
-                                                  "extract_options", "ae_options", "dg_options", "scheme", "methods", "detector_checkpoint",
-                                                  "detector_seconds")}
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(ComparisonConfig)
+              if field.name not in ("out", "domains_root")}  # every other field is an option of the same name
     if args.quick:
         values.update(QUICK)
     root = args.domains_root

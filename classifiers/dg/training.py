@@ -228,7 +228,8 @@ def train(algorithm: Algorithm, train_set: ImageDataset, val_set: ImageDataset |
         history, finished = _loop(algorithm, data, plan, swad, val_set, config, start, out_dir if writer else None)
     final = swad.averaged(algorithm) if swad is not None else algorithm
     if writer and finished:
-        checkpoints.save_atomic(_model_state(final, train_set, data, swad_averaged=swad is not None), out_dir / "model.pt")
+        checkpoints.save_atomic(_model_state(final, train_set, data, swad_averaged=swad is not None),
+                                out_dir / "model.pt")
     return TrainResult(final, algorithm, history, swad)
 
 
@@ -256,7 +257,8 @@ def _loop(algorithm: Algorithm, data: TrainingData, plan: BatchPlan, swad: SWAD 
             _log(out_dir, {"step": step, **losses, "seconds": round(time.perf_counter() - started, 3)})
         if step % hp["checkpoint_every"] != 0 and step != steps - 1:
             if step == stop_at - 1 and out_dir is not None:  # interrupted: state only, no validation or segment
-                checkpoints.save_atomic(_checkpoint_state(algorithm, swad, data, step, finished=False), out_dir / "checkpoint.pt")
+                checkpoints.save_atomic(_checkpoint_state(algorithm, swad, data, step, finished=False),
+                                        out_dir / "checkpoint.pt")
             continue
         record = {"step": step, **losses}
         if data.world_size > 1:
