@@ -4,18 +4,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from classifiers.dg.algorithms.base import Algorithm, register, split_minibatches
+from classifiers.dg.algorithms.base import register, split_minibatches
+from classifiers.dg.algorithms.erm import ERM
 from classifiers.dg.losses import pairwise_mean_cov
 
 
 @register
-class CORAL(Algorithm):
+class CORAL(ERM):
     """L = mean_e CE_e + γ · mean_{a<b} [mean((μ_a − μ_b)²) + mean((C_a − C_b)²)] over the domain minibatches
     (:func:`~classifiers.dg.losses.mean_cov_distance`), γ = ``mmd_gamma``."""
-
-    def __init__(self, num_classes, num_domains, hparams=None, featurizer=None):
-        super().__init__(num_classes, num_domains, hparams, featurizer)
-        self.optimizer = self.adam(self.parameters())
 
     def update(self, minibatches) -> dict[str, float]:
         self._count_step()

@@ -4,18 +4,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from classifiers.dg.algorithms.base import Algorithm, register, split_minibatches
+from classifiers.dg.algorithms.base import register, split_minibatches
+from classifiers.dg.algorithms.erm import ERM
 
 
 @register
-class Mixup(Algorithm):
+class Mixup(ERM):
     """Permute the domain minibatches, pair each with the next (cyclically), truncate to the shorter; per pair
     λ ~ Beta(α, α), x̃ = λ·x_i + (1 − λ)·x_j and loss λ·CE(f(x̃), y_i) + (1 − λ)·CE(f(x̃), y_j); sum over pairs / M.
     α = ``mixup_alpha``. One domain is paired with itself."""
-
-    def __init__(self, num_classes, num_domains, hparams=None, featurizer=None):
-        super().__init__(num_classes, num_domains, hparams, featurizer)
-        self.optimizer = self.adam(self.parameters())
 
     def update(self, minibatches) -> dict[str, float]:
         self._count_step()
