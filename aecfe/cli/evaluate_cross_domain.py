@@ -113,9 +113,7 @@ def run_evaluation(X, y, domains, out_dir: str | Path, heads: Sequence[str] = ("
         result = evaluate_cross_domain(X, y, domains, head=head, seeds=seeds, protocols=protocols,
                                        head_params=(head_params or {}).get(head), test_size=test_size,
                                        lodo_variants=lodo_variants, progress=progress)
-        result.to_files(out_dir / head)
-        if confusion_png:
-            write_confusion_pngs(result, out_dir / head / "confusion")
+        write_head_files({head: result}, out_dir, confusion_png)
         results[head] = result
     summary = out_dir / "summary.md"
     summary.write_text(headline_markdown(results, counts), encoding="utf-8")
@@ -125,6 +123,15 @@ def run_evaluation(X, y, domains, out_dir: str | Path, heads: Sequence[str] = ("
 
         plot_embedding(X, domains, y, out_dir, prefix="umap", max_points=umap_max_points)
     return results
+
+
+def write_head_files(results: dict[str, CrossDomainResult], out_dir: Path, confusion_png: bool = True) -> None:
+    """Each head's tables (``<head>/``, :meth:`~aecfe.evaluation.CrossDomainResult.to_files`) and confusion
+    figures (``<head>/confusion/``)."""
+    for head, result in results.items():
+        result.to_files(out_dir / head)
+        if confusion_png:
+            write_confusion_pngs(result, out_dir / head / "confusion")
 
 
 def write_confusion_pngs(result: CrossDomainResult, out_dir: Path) -> list[Path]:

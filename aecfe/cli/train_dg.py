@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from aecfe.cli.evaluate_cross_domain import write_head_files
 from aecfe.errors import AecfeError, InputError
 from aecfe.evaluation import (PROTOCOLS, VARIANTS, CrossDomainResult, Predictions, evaluate_cross_domain,
                               score_predictions)
@@ -292,17 +293,6 @@ def headline_tables(results: dict[str, CrossDomainResult], lodo_variant: str = "
             table.index.name, table.columns.name = "method", "held out"
             tables[metric] = table
     return tables
-
-
-def write_head_files(results: dict[str, CrossDomainResult], out_dir: Path, confusion_png: bool = True) -> None:
-    """Each head's tables (``<head>/``, :meth:`~aecfe.evaluation.CrossDomainResult.to_files`) and confusion
-    figures (``<head>/confusion/``)."""
-    from aecfe.cli.evaluate_cross_domain import write_confusion_pngs
-
-    for head, result in results.items():
-        result.to_files(out_dir / head)
-        if confusion_png:
-            write_confusion_pngs(result, out_dir / head / "confusion")
 
 
 def write_summary(results: dict[str, CrossDomainResult], out_dir: Path, counts: pd.DataFrame, lodo_variant: str,
