@@ -188,6 +188,20 @@ def test_coco_round_trip(tmp_path):
     assert len({a["id"] for a in coco["annotations"]}) == len(coco["annotations"])
 
 
+def test_coco_of_single_cell_images(tmp_path):
+    path = write_coco(tmp_path, LAB_C, 4, seed=2, size=(96, 96), single_cell=True)
+    coco = json.loads(path.read_text())
+    cells = make_single_cell_images(LAB_C, 4, seed=2, size=96)
+    assert [a["image_id"] for a in coco["annotations"]] == [1, 2, 3, 4]  # one cell per image
+    for entry, ann, cell in zip(coco["images"], coco["annotations"], cells):
+        image = np.asarray(Image.open(path.parent / "images" / entry["file_name"]).convert("RGB"))
+        np.testing.assert_array_equal(image, cell.image)
+        assert ann["wbc_subtype"] == cell.labels[0]
+        np.testing.assert_allclose(ann["bbox"], [*cell.boxes[0, :2], *(cell.boxes[0, 2:] - cell.boxes[0, :2])])
+    with pytest.raises(ValueError, match="square"):
+        write_coco(tmp_path, LAB_C, 1, seed=2, size=(96, 128), single_cell=True)
+
+
 # ----------------------------------------------------------------- the science checks
 def _features(cells):
     """Downsampled 16x16 RGB pixels + 16-bin histogram per channel: (N, 816)."""

@@ -33,7 +33,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from aecfe.evaluation import format_mean_std
@@ -77,17 +76,17 @@ def synthetic_inputs(out: Path, n_per_domain: int, n_fields: int, seed: int) -> 
     training set; returns (the image folder, the training images as :class:`~aecfe.io.CocoImage`).
 
     The detector trains on ``n_fields`` fields per lab (COCO files under ``coco/``) and on as many other
-    single-cell images per lab (``detector_cells/``, seed + 1, with their masks), so that it finds a cell
+    single-cell images per lab (COCO files under ``detector_cells/``, seed + 1), so that it finds a cell
     both among red cells and when it fills a tight crop; it never sees the images it will extract.
     Folders are written once (an existing folder is kept).
     """
-    from aecfe.io import CocoImage, SkipCounter, load_coco
-    from aecfe.synthetic import make_single_cell_images, uncompressed_rle
+    from aecfe.io import SkipCounter, load_coco
 
     domains = default_domains()
     images, coco, cells = out / "images", out / "coco", out / "detector_cells"
     for folder, write in ((images, lambda tmp: write_class_folders(tmp, domains, n_per_domain, seed=seed)),
-                          (cells, lambda tmp: write_class_folders(tmp, domains, n_fields, seed=seed + 1)),
+                          (cells, lambda tmp: [write_coco(tmp, d, n_fields, seed=seed + 1, size=(DETECTOR_SIZE,) * 2,
+                                                          single_cell=True) for d in domains]),
                           (coco, lambda tmp: [write_coco(tmp, d, n_fields, seed=seed, size=(DETECTOR_SIZE,) * 2)
                                               for d in domains])):
         if not folder.is_dir():
@@ -96,15 +95,8 @@ def synthetic_inputs(out: Path, n_per_domain: int, n_fields: int, seed: int) -> 
             write(partial)
             partial.rename(folder)
     skips = SkipCounter("COCO entries")
-    training = [image for path in sorted(coco.glob("*/annotations.json"))
+    training = [image for root in (coco, cells) for path in sorted(root.glob("*/annotations.json"))
                 for image in load_coco(path, on_error="skip", skips=skips)]
-    for domain in domains:
-        for i, cell in enumerate(make_single_cell_images(domain, n_fields, seed=seed + 1)):
-            training.append(CocoImage(
-                image_id=i, path=cells / domain.name / cell.labels[0] / f"{domain.name}_{i}.png",
-                width=cell.image.shape[1], height=cell.image.shape[0], boxes=cell.boxes,
-                category_ids=np.ones(1, np.int64), category_names=("wbc",), annotation_ids=np.ones(1, np.int64),
-                iscrowd=np.zeros(1, bool), segmentations=(uncompressed_rle(cell.masks[0]),)))
     skips.log()
     return images, training
 

@@ -56,16 +56,21 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
 
 
 def write_coco(root: str | Path, domain: DomainStyle, n_fields: int, *, seed: int,
-               size: tuple[int, int] = (256, 256)) -> Path:
-    """Write ``n_fields`` whole fields of ``domain`` as PNG images plus a COCO file.
+               size: tuple[int, int] = (256, 256), single_cell: bool = False) -> Path:
+    """Write ``n_fields`` whole fields of ``domain`` (or, with ``single_cell``, single-cell images of a square
+    ``size``, :func:`make_single_cell_images`) as PNG images plus a COCO file.
 
     Returns the path of ``root/<domain>/annotations.json``. Image ids and annotation ids start
     at 1; ``area`` is the mask's pixel count; ``bbox`` is the tight box of the mask.
     """
+    if single_cell and size[0] != size[1]:
+        raise ValueError(f"single-cell images are square, got size {size}")
+    fields = (make_single_cell_images(domain, n_fields, seed=seed, size=size[0]) if single_cell
+              else make_fields(domain, n_fields, seed=seed, size=size))
     folder = Path(root) / domain.name
     (folder / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for i, field in enumerate(make_fields(domain, n_fields, seed=seed, size=size)):
+    for i, field in enumerate(fields):
         file_name = f"{domain.name}_{i}.png"
         Image.fromarray(field.image).save(folder / "images" / file_name)
         height, width = field.image.shape[:2]
@@ -77,7 +82,8 @@ def write_coco(root: str | Path, domain: DomainStyle, n_fields: int, *, seed: in
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(mask.sum()), "iscrowd": 0,
                 "segmentation": uncompressed_rle(mask), "wbc_subtype": label})
     coco = {
-        "info": {"description": f"aecfe synthetic smear fields, domain {domain.name}",
+        "info": {"description": f"aecfe synthetic {'single-cell images' if single_cell else 'smear fields'}, "
+                                f"domain {domain.name}",
                  "source": "aecfe.synthetic", "version": "1", "seed": int(seed)},
         "licenses": [],
         "categories": [{"id": 1, "name": "wbc", "supercategory": "cell"}],
