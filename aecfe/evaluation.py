@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -64,6 +65,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {"matrix": ("test_split", "whole_domain")
 """Variants of each protocol; ``matrix`` always reports both, ``lodo`` runs the ones asked for."""
 KEYS: tuple[str, ...] = ("head", "seed", "protocol", "variant", "train_domain", "test_domain")
 """Columns identifying one evaluation in :attr:`CrossDomainResult.scores` and ``per_class``."""
+COST_COLUMNS: tuple[str, ...] = ("fit_s", "predict_ms_per_sample")
+"""Columns of :attr:`CrossDomainResult.scores` timing each model (they differ between identical runs)."""
 LODO_ROW = "other domains"
 """Row label of the leave-one-domain-out summary."""
 IN_DOMAIN_ROW = "same domain"
@@ -141,7 +144,9 @@ class CrossDomainResult:
     Attributes:
         scores: one row per (head, seed, protocol, variant, train_domain, test_domain): :data:`KEYS`,
             ``test_part`` ("test_split", "train_split" or "all"), ``n_train``, ``n_classes_train``, the
-            metrics of :func:`aecfe.metrics.classification_scores`.
+            metrics of :func:`aecfe.metrics.classification_scores`, and what the model cost: ``fit_s``
+            (seconds of its ``fit``, repeated on each row of that model) and ``predict_ms_per_sample`` (its
+            ``predict`` call on the test samples, milliseconds per sample); NaN for :func:`score_predictions`.
         per_class: :func:`aecfe.metrics.per_class_report` rows with the :data:`KEYS` columns in front.
         confusion: ``{(protocol, variant, train_domain, test_domain): DataFrame}`` of counts summed over seeds,
             rows true / columns predicted class, over :attr:`classes`.
@@ -410,9 +415,12 @@ def score_predictions(predictions: Iterable[Predictions], y, domains, head: str,
 
 @dataclasses.dataclass(frozen=True)
 class _Fitted:
+    """A trained model; ``fit_seconds`` is NaN for predictions made elsewhere (then predict is not timed)."""
+
     model: Any
     n_train: int
     classes: np.ndarray
+    fit_seconds: float = math.nan
 
 
 class _Run:
@@ -432,6 +440,7 @@ class _Run:
         keys = {"head": self.head, "seed": seed, "protocol": protocol, "variant": variant, "train_domain": source}
         reason = "no training samples" if len(train) == 0 else ""
         model = None
+        started = time.perf_counter()
         if not reason:
             try:
                 model = self.make_model(seed).fit(self.X[train], self.y[train])
@@ -442,7 +451,8 @@ class _Run:
             self.skipped.append({**keys, "test_domain": "", "reason": reason})
             return None
         classes = getattr(model, "classes_", None)
-        return _Fitted(model, len(train), np.unique(self.y[train]) if classes is None else np.asarray(classes))
+        return _Fitted(model, len(train), np.unique(self.y[train]) if classes is None else np.asarray(classes),
+                       time.perf_counter() - started)
 
     def score(self, fitted: _Fitted | None, seed: int, protocol: str, parts: dict[str, tuple[str, np.ndarray]],
               source: str, target: str) -> None:
@@ -450,7 +460,10 @@ class _Run:
         if fitted is None:
             return
         needed = np.unique(np.concatenate([indices for _, indices in parts.values()]))
+        started = time.perf_counter()
         predicted = np.asarray(fitted.model.predict(self.X[needed])) if len(needed) else None
+        timed = len(needed) and not math.isnan(fitted.fit_seconds)
+        predict_ms = 1000 * (time.perf_counter() - started) / len(needed) if timed else math.nan
         for variant, (test_part, indices) in parts.items():
             keys = {"head": self.head, "seed": seed, "protocol": protocol, "variant": variant,
                     "train_domain": source, "test_domain": target}
@@ -461,7 +474,8 @@ class _Run:
             y_pred = predicted[np.searchsorted(needed, indices)]
             self.scores.append({**keys, "test_part": test_part, "n_train": fitted.n_train,
                                 "n_classes_train": len(fitted.classes),
-                                **classification_scores(y_true, y_pred, fitted.classes)})
+                                **classification_scores(y_true, y_pred, fitted.classes),
+                                "fit_s": fitted.fit_seconds, "predict_ms_per_sample": predict_ms})
             report = per_class_report(y_true, y_pred, fitted.classes)
             self.per_class.append(pd.concat([pd.DataFrame([keys] * len(report)), report], axis=1))
             key = (protocol, variant, source, target)
@@ -470,7 +484,7 @@ class _Run:
 
     def result(self, order: list[str], config: dict) -> CrossDomainResult:
         score_columns = [*KEYS, "test_part", "n_train", "n_classes_train", *METRICS, "n_test", "n_classes_test",
-                         "classes_missing_in_train", "n_test_missing_in_train"]
+                         "classes_missing_in_train", "n_test_missing_in_train", *COST_COLUMNS]
         return CrossDomainResult(
             scores=pd.DataFrame(self.scores, columns=score_columns),
             per_class=pd.concat(self.per_class, ignore_index=True) if self.per_class else pd.DataFrame(),

@@ -5,26 +5,28 @@ import pandas as pd
 import pytest
 
 from aecfe.comparison.plan import ComparisonConfig, build_steps
-from aecfe.comparison.report import collect_scores, cost_table, results_table, verdict, write_report
+from aecfe.comparison.report import collect_scores, cost_table, format_table, results_table, verdict, write_report
 from aecfe.comparison.steps import StepRecord
 
 DOMAINS = ("a", "b", "c")
 
 
 def fake_scores(f1_by_seed, head="rf"):
-    """scores.csv rows of a method: matrix (both variants) and lodo, f1_macro = f1_by_seed[seed] everywhere."""
+    """scores.csv rows of a method: matrix (both variants) and lodo, f1_macro = f1_by_seed[seed] everywhere;
+    each model trains in 2 s (seed 0) or 4 s (seed 1, ...) and predicts in 0.5 ms per sample."""
     rows = []
     for seed, value in enumerate(f1_by_seed):
+        cost = dict(fit_s=2.0 if seed == 0 else 4.0, predict_ms_per_sample=0.5)
         for train, test in itertools.product(DOMAINS, DOMAINS):
             rows.append(dict(head=head, seed=seed, protocol="matrix", variant="whole_domain", train_domain=train,
-                             test_domain=test, accuracy=value, f1_macro=value, f1_micro=value))
+                             test_domain=test, accuracy=value, f1_macro=value, f1_micro=value, **cost))
             rows.append(dict(head=head, seed=seed, protocol="matrix", variant="test_split", train_domain=train,
                              test_domain=test, accuracy=value + (0.3 if train == test else 0),
-                             f1_macro=value, f1_micro=value))
+                             f1_macro=value, f1_micro=value, **cost))
         for held_out in DOMAINS:
             rows.append(dict(head=head, seed=seed, protocol="lodo", variant="whole_domain",
                              train_domain="+".join(d for d in DOMAINS if d != held_out), test_domain=held_out,
-                             accuracy=value, f1_macro=value, f1_micro=value))
+                             accuracy=value, f1_macro=value, f1_micro=value, **cost))
     return pd.DataFrame(rows)
 
 
@@ -63,7 +65,20 @@ def test_cost_table_counts_models_per_step(methods_dir):
     records = {"ERM.train_dg": StepRecord("ERM.train_dg", "deep baseline", "ERM", ["x"], 120.0, 900.0, 0)}
     costs = cost_table(records, scores)
     # 2 seeds x (3 matrix trainings, scored in both variants, + 3 lodo trainings)
-    assert costs.loc[0, "models trained"] == 12 and costs.loc[0, "wall per model (s)"] == pytest.approx(10.0)
+    assert costs.loc[0, "models trained"] == 12
+    assert costs.loc[0, "train per model (s)"] == pytest.approx(3.0)  # median of six 2 s and six 4 s models
+    assert costs.loc[0, "inference (ms/sample)"] == pytest.approx(0.5)
+    # scores written before models were timed: the counts stay, the per-model costs are unknown
+    untimed = cost_table(records, scores.drop(columns=["fit_s", "predict_ms_per_sample"]))
+    assert untimed.loc[0, "models trained"] == 12 and pd.isna(untimed.loc[0, "train per model (s)"])
+
+
+def test_a_single_seed_shows_its_mean_without_a_std():
+    table = results_table(fake_scores([0.8]).assign(method="ERM"))
+    shown = format_table(table, "f1_macro")
+    assert shown.loc[0, "LODO"] == "80.0"
+    assert format_table(results_table(fake_scores([0.8, 0.6]).assign(method="ERM")), "f1_macro").loc[0, "LODO"] \
+        == "70.0 ± 10.0"
 
 
 def test_write_report_has_tables_confusions_and_costs(methods_dir, tmp_path):

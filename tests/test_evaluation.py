@@ -5,7 +5,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from aecfe.errors import InputError
-from aecfe.evaluation import domain_splits, evaluate_cross_domain
+from aecfe.evaluation import COST_COLUMNS, domain_splits, evaluate_cross_domain
 from aecfe.metrics import classification_scores, per_class_report
 
 CLASSES = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
@@ -129,8 +129,19 @@ def test_same_seed_is_deterministic():
     second = evaluate_cross_domain(X, y, d, head="rf", head_params=FAST_RF, seeds=(5,), protocols=("matrix",),
                                    domain_order=order)
     assert tuple(first.summary().index) == tuple(first.summary().columns) == order
-    pd.testing.assert_frame_equal(first.scores, second.scores)
+    pd.testing.assert_frame_equal(first.scores.drop(columns=list(COST_COLUMNS)),
+                                  second.scores.drop(columns=list(COST_COLUMNS)))
     pd.testing.assert_frame_equal(first.per_class, second.per_class)
+
+
+def test_every_model_is_timed_once_per_fit_and_per_predicted_sample():
+    X, y, d = shifted_blobs(n_per_class=15)
+    scores = evaluate_cross_domain(X, y, d, head="rf", head_params=FAST_RF, seeds=(0,)).scores
+    assert (scores[list(COST_COLUMNS)] > 0).all().all()
+    # one fit per (protocol, variant-of-training, training domain): its rows share the fit time
+    matrix = scores[scores["protocol"] == "matrix"]
+    assert (matrix.groupby("train_domain")["fit_s"].nunique() == 1).all()
+    assert matrix["fit_s"].nunique() == 3
 
 
 def test_class_missing_in_a_domain_is_reported_not_a_crash():

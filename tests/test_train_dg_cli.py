@@ -6,7 +6,7 @@ import pytest
 
 from aecfe.cli.train_dg import algorithm_hparams, main, parse_hparams
 from aecfe.errors import InputError
-from aecfe.evaluation import Predictions, evaluate_cross_domain, score_predictions
+from aecfe.evaluation import COST_COLUMNS, Predictions, evaluate_cross_domain, score_predictions
 from classifiers.heads import make_head
 
 TINY_RUN = ["--synthetic", "--synthetic-n", "12", "--synthetic-size", "24", "--backbone", "tiny",
@@ -88,6 +88,7 @@ def test_score_predictions_reproduces_evaluate_cross_domain_and_the_in_domain_ro
     outside = score_predictions(predictions, y, domains, "linear")
     assert outside.summary("f1_macro", "lodo").equals(result.summary("f1_macro", "lodo"))
     assert outside.per_class.equals(result.per_class[result.per_class["protocol"] == "lodo"].reset_index(drop=True))
+    assert outside.scores[list(COST_COLUMNS)].isna().all().all()  # made elsewhere: nothing was timed here
     with pytest.raises(InputError, match="variant"):
         score_predictions([Predictions(0, "lodo", "nope", "x", "y", "all", [0], ["a"], ["a"], 1)], y, domains, "h")
     row = result.in_domain_summary("accuracy")

@@ -77,10 +77,11 @@ def results_table(scores: pd.DataFrame, metrics: Sequence[str] = REPORT_METRICS)
 
 
 def format_table(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """``"mean ± std"`` percent strings of one metric for every report column, ``"—"`` where not run."""
+    """``"mean ± std"`` percent strings of one metric for every report column (the mean alone from a single seed,
+    whose std says nothing), ``"—"`` where not run."""
     def text(cell) -> str:
         mean, std, n = cell
-        return "—" if n == 0 else f"{100 * mean:.1f} ± {100 * std:.1f}"
+        return "—" if n == 0 else f"{100 * mean:.1f}" if n == 1 else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
     shown = pd.DataFrame({column: table[(column, metric)].map(text) for column in COLUMNS}, index=table.index)
     return shown.reset_index()
@@ -112,24 +113,34 @@ def verdict(table: pd.DataFrame, reference: str = "AE-CFE", by: tuple[str, str] 
     return lines
 
 
+def _models(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per trained model of ``scores`` (distinct head, seed, protocol, training domain(s); the matrix
+    variants score one model, each LODO variant trains its own)."""
+    training = scores["variant"].where(scores["protocol"] != "matrix", "")
+    return scores.assign(training=training).drop_duplicates(["head", "seed", "protocol", "training", "train_domain"])
+
+
+def _median(frame: pd.DataFrame, column: str, digits: int) -> float | None:
+    values = frame[column].dropna() if column in frame else pd.Series(dtype=float)
+    return round(float(values.median()), digits) if len(values) else None
+
+
 def cost_table(records: Mapping[str, StepRecord], scores: pd.DataFrame) -> pd.DataFrame:
-    """Per step: method, kind, wall time, peak RSS, and for evaluation and deep-baseline steps the number of
-    models it trained (distinct head, seed, training domain(s) and protocol of that method's scores, each LODO
-    variant counted apart) with the wall time per model."""
+    """Per step: method, kind, wall time and peak RSS of its process; for evaluation and deep-baseline steps also
+    the number of models it trained and, from the scores' :data:`aecfe.evaluation.COST_COLUMNS`, the median
+    training time of one model and the median inference time per sample (classifier or network alone)."""
     rows = []
     for record in records.values():
         trained = scores[scores["method"] == record.method] if not scores.empty else scores
-        n_models = None
-        if record.kind in ("evaluation", "deep baseline") and not trained.empty:
-            # the matrix variants score one model; each LODO variant trains its own
-            training = trained["variant"].where(trained["protocol"] != "matrix", "")
-            n_models = len(trained.assign(training=training).drop_duplicates(
-                ["head", "seed", "protocol", "training", "train_domain"]))
+        models = _models(trained) if record.kind in ("evaluation", "deep baseline") and not trained.empty else None
         rows.append({"step": record.name, "method": record.method, "kind": record.kind,
                      "wall (s)": round(record.wall_s, 1), "peak RSS (MiB)": round(record.peak_rss_mb),
-                     "models trained": n_models,
-                     "wall per model (s)": round(record.wall_s / n_models, 2) if n_models else None})
-    return pd.DataFrame(rows).astype({"models trained": "Int64", "wall per model (s)": "Float64"})
+                     "models trained": None if models is None else len(models),
+                     "train per model (s)": None if models is None else _median(models, "fit_s", 2),
+                     "inference (ms/sample)": None if models is None else _median(trained, "predict_ms_per_sample",
+                                                                                  3)})
+    return pd.DataFrame(rows).astype({"models trained": "Int64", "train per model (s)": "Float64",
+                                      "inference (ms/sample)": "Float64"})
 
 
 def plot_extremes(scores: pd.DataFrame, table: pd.DataFrame, methods_dir: Path, out_dir: Path) -> list[Path]:
@@ -177,8 +188,8 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
         lines += ["## Verdict", ""] + [f"* {line}" for line in verdict(table, reference)] + [""]
         lines += ["Columns: **one -> others** = trained on one domain's training part, scored on every other whole "
                   "domain (thesis); **same domain** = scored on the training domain's own test part; **LODO** = "
-                  "trained on all other domains, scored on the whole held-out one. Mean ± std over seeds, in %; "
-                  "— = not run for that method.", ""]
+                  "trained on all other domains, scored on the whole held-out one. Mean ± std over seeds, in % "
+                  "(a mean without ± comes from one seed); — = not run for that method.", ""]
         for metric in REPORT_METRICS:
             shown = format_table(table, metric)
             shown.to_csv(out_dir / f"results_{metric}.csv", index=False)
@@ -194,9 +205,12 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
         costs = cost_table(records, scores)
         costs.to_csv(out_dir / "costs.csv", index=False)
         lines += ["## Cost on this machine", "",
-                  "Wall time and peak resident memory of each step's process (one step at a time); evaluation and "
-                  "deep-baseline steps train every model of every seed and fold, so the per-model column divides "
-                  "by that count.", "", costs.astype(object).where(costs.notna(), "—").to_markdown(index=False), ""]
+                  "Wall time and peak resident memory of each step's process (training and inference together); "
+                  "evaluation and deep-baseline steps train every model of every seed and fold, the per-model "
+                  "columns are medians over them: the training of one model and its inference per sample "
+                  "(the classifier on a stored embedding, or the network on an image). An embedding method's "
+                  "inference on a new image also pays its extraction steps (detector; autoencoder or CNN "
+                  "encoding).", "", costs.astype(object).where(costs.notna(), "—").to_markdown(index=False), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     logger.info("report: %s", path)
