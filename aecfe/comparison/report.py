@@ -189,7 +189,9 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
         lines += ["Columns: **one -> others** = trained on one domain's training part, scored on every other whole "
                   "domain (thesis); **same domain** = scored on the training domain's own test part; **LODO** = "
                   "trained on all other domains, scored on the whole held-out one. Mean ± std over seeds, in % "
-                  "(a mean without ± comes from one seed); — = not run for that method.", ""]
+                  "(a mean without ± comes from one seed); — = not run for that method. LODO trains on every sample of the "
+                  "other domains, so a deterministic head (linear; XGBoost without subsampling) scores the same for "
+                  "every seed there (± 0.0).", ""]
         for metric in REPORT_METRICS:
             shown = format_table(table, metric)
             shown.to_csv(out_dir / f"results_{metric}.csv", index=False)
