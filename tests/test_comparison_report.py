@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from aecfe.comparison.plan import ComparisonConfig, build_steps
-from aecfe.comparison.report import collect_scores, cost_table, format_table, results_table, verdict, write_report
+from aecfe.comparison.report import (collect_scores, cost_table, format_table, model_cost_table, results_table, verdict,
+                                    write_report)
 from aecfe.comparison.steps import StepRecord
 
 DOMAINS = ("a", "b", "c")
@@ -60,16 +61,19 @@ def test_verdict_says_where_the_reference_loses(methods_dir):
     assert lines[2] == "AE-CFE (rf) ranks 2 of 3 at 60.0 %, 20.0 points behind the best."
 
 
-def test_cost_table_counts_models_per_step(methods_dir):
-    scores = collect_scores(methods_dir)
+def test_cost_tables_give_each_step_and_each_models_cost(methods_dir):
     records = {"ERM.train_dg": StepRecord("ERM.train_dg", "deep baseline", "ERM", ["x"], 120.0, 900.0, 0)}
-    costs = cost_table(records, scores)
+    costs = cost_table(records)
+    assert costs.to_dict("records") == [{"step": "ERM.train_dg", "method": "ERM", "kind": "deep baseline",
+                                         "wall (s)": 120.0, "peak RSS (MiB)": 900}]
+    scores = collect_scores(methods_dir)
+    per_model = model_cost_table(scores).set_index("method")
     # 2 seeds x (3 matrix trainings, scored in both variants, + 3 lodo trainings)
-    assert costs.loc[0, "models trained"] == 12
-    assert costs.loc[0, "train per model (s)"] == pytest.approx(3.0)  # median of six 2 s and six 4 s models
-    assert costs.loc[0, "inference (ms/sample)"] == pytest.approx(0.5)
-    # scores written before models were timed: the counts stay, the per-model costs are unknown
-    untimed = cost_table(records, scores.drop(columns=["fit_s", "predict_ms_per_sample"]))
+    assert per_model.loc["ERM", "models trained"] == 12
+    assert per_model.loc["ERM", "train per model (s)"] == pytest.approx(3.0)  # median of six 2 s and six 4 s
+    assert per_model.loc["ERM", "inference (ms/sample)"] == pytest.approx(0.5)
+    # scores written before models were timed: the count stays, the costs are unknown
+    untimed = model_cost_table(scores.drop(columns=["fit_s", "predict_ms_per_sample"]))
     assert untimed.loc[0, "models trained"] == 12 and pd.isna(untimed.loc[0, "train per model (s)"])
 
 
@@ -87,7 +91,8 @@ def test_write_report_has_tables_confusions_and_costs(methods_dir, tmp_path):
     text = path.read_text()
     assert "| ERM      | rf     | 80.0 ± 0.0" in text
     assert "confusion_best.png" in text and (tmp_path / "report" / "confusion_worst.png").exists()
-    assert "## Cost on this machine" in text and "extraction" in text
+    assert "## Cost on this machine" in text and "extraction" in text and "train per model (s)" in text
+    assert (tmp_path / "report" / "costs_per_model.csv").exists()
     assert pd.read_csv(tmp_path / "report" / "results_f1_macro.csv").shape == (3, 5)
 
 

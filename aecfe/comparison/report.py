@@ -113,34 +113,31 @@ def verdict(table: pd.DataFrame, reference: str = "AE-CFE", by: tuple[str, str] 
     return lines
 
 
-def _models(scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per trained model of ``scores`` (distinct head, seed, protocol, training domain(s); the matrix
-    variants score one model, each LODO variant trains its own)."""
-    training = scores["variant"].where(scores["protocol"] != "matrix", "")
-    return scores.assign(training=training).drop_duplicates(["head", "seed", "protocol", "training", "train_domain"])
+def cost_table(records: Mapping[str, StepRecord]) -> pd.DataFrame:
+    """Per step: method, kind, wall time and peak resident memory of its process tree."""
+    return pd.DataFrame([{"step": r.name, "method": r.method, "kind": r.kind, "wall (s)": round(r.wall_s, 1),
+                          "peak RSS (MiB)": round(r.peak_rss_mb)} for r in records.values()])
 
 
-def _median(frame: pd.DataFrame, column: str, digits: int) -> float | None:
-    values = frame[column].dropna() if column in frame else pd.Series(dtype=float)
-    return round(float(values.median()), digits) if len(values) else None
-
-
-def cost_table(records: Mapping[str, StepRecord], scores: pd.DataFrame) -> pd.DataFrame:
-    """Per step: method, kind, wall time and peak RSS of its process; for evaluation and deep-baseline steps also
-    the number of models it trained and, from the scores' :data:`aecfe.evaluation.COST_COLUMNS`, the median
-    training time of one model and the median inference time per sample (classifier or network alone)."""
+def model_cost_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, head): the models it trained (distinct seed, protocol and training domain(s); the matrix
+    variants score one model, each LODO variant trains its own) and, from the scores'
+    :data:`aecfe.evaluation.COST_COLUMNS`, the median training time of one model and the median inference time
+    per sample; NA where the scores carry no timings (written before they were timed, or predictions made
+    outside the evaluation, like the few-shot fine-tuning's)."""
     rows = []
-    for record in records.values():
-        trained = scores[scores["method"] == record.method] if not scores.empty else scores
-        models = _models(trained) if record.kind in ("evaluation", "deep baseline") and not trained.empty else None
-        rows.append({"step": record.name, "method": record.method, "kind": record.kind,
-                     "wall (s)": round(record.wall_s, 1), "peak RSS (MiB)": round(record.peak_rss_mb),
-                     "models trained": None if models is None else len(models),
-                     "train per model (s)": None if models is None else _median(models, "fit_s", 2),
-                     "inference (ms/sample)": None if models is None else _median(trained, "predict_ms_per_sample",
-                                                                                  3)})
-    return pd.DataFrame(rows).astype({"models trained": "Int64", "train per model (s)": "Float64",
-                                      "inference (ms/sample)": "Float64"})
+    for (method, head), trained in scores.groupby(["method", "head"], sort=True):
+        training = trained["variant"].where(trained["protocol"] != "matrix", "")
+        models = trained.assign(training=training).drop_duplicates(["seed", "protocol", "training", "train_domain"])
+        rows.append({"method": method, "head": head, "models trained": len(models),
+                     "train per model (s)": _median(models, "fit_s"),
+                     "inference (ms/sample)": _median(trained, "predict_ms_per_sample")})
+    return pd.DataFrame(rows).astype({"train per model (s)": "Float64", "inference (ms/sample)": "Float64"})
+
+
+def _median(frame: pd.DataFrame, column: str) -> float:
+    values = frame[column].dropna() if column in frame else pd.Series(dtype=float)
+    return round(float(values.median()), 3) if len(values) else np.nan
 
 
 def plot_extremes(scores: pd.DataFrame, table: pd.DataFrame, methods_dir: Path, out_dir: Path) -> list[Path]:
@@ -203,16 +200,24 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
     copied = copy_figures(dict(figures), out_dir)
     if copied:
         lines += ["## Figures", ""] + [f"### {name}\n\n![{name}]({path.name})\n" for name, path in copied.items()]
+    if records or not scores.empty:
+        lines += ["## Cost on this machine", ""]
     if records:
-        costs = cost_table(records, scores)
+        costs = cost_table(records)
         costs.to_csv(out_dir / "costs.csv", index=False)
-        lines += ["## Cost on this machine", "",
-                  "Wall time and peak resident memory of each step's process (training and inference together); "
-                  "evaluation and deep-baseline steps train every model of every seed and fold, the per-model "
-                  "columns are medians over them: the training of one model and its inference per sample "
-                  "(the classifier on a stored embedding, or the network on an image). An embedding method's "
+        lines += [
+                  "Wall time and peak resident memory of each step's process (training and inference together; "
+                  "evaluation and deep-baseline steps train every model of every seed and fold).", "",
+                  costs.to_markdown(index=False), ""]
+    if not scores.empty:
+        per_model = model_cost_table(scores)
+        per_model.to_csv(out_dir / "costs_per_model.csv", index=False)
+        lines += ["Per model, medians over every trained model: the training of one model and its inference per "
+                  "sample (the head on a stored embedding, or the network on an image). An embedding method's "
                   "inference on a new image also pays its extraction steps (detector; autoencoder or CNN "
-                  "encoding).", "", costs.astype(object).where(costs.notna(), "—").to_markdown(index=False), ""]
+                  "encoding).", "",
+                  per_model.astype(object).where(per_model.notna(), "—").to_markdown(index=False),
+                  ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     logger.info("report: %s", path)
