@@ -124,7 +124,9 @@ def model_cost_table(scores: pd.DataFrame) -> pd.DataFrame:
     variants score one model, each LODO variant trains its own) and, from the scores'
     :data:`aecfe.evaluation.COST_COLUMNS`, the median training time of one model and the median inference time
     per sample; NA where the scores carry no timings (written before they were timed, or predictions made
-    outside the evaluation, like the few-shot fine-tuning's)."""
+    outside the evaluation, like the few-shot fine-tuning's). A deep baseline whose step was interrupted and run
+    again loads the models it had finished (``train_dg`` keeps them), so their "training" is the load time: the
+    timings are those of an uninterrupted step."""
     rows = []
     for (method, head), trained in scores.groupby(["method", "head"], sort=True):
         training = trained["variant"].where(trained["protocol"] != "matrix", "")
