@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from aecfe.comparison.plan import ComparisonConfig, build_steps
-from aecfe.comparison.report import (collect_scores, cost_table, format_table, model_cost_table, results_table, verdict,
-                                    write_report)
+from aecfe.comparison.report import (collect_scores, cost_table, format_table, model_cost_table, results_table,
+                                    uses_target_labels, verdict, write_report)
 from aecfe.comparison.steps import StepRecord
 
 DOMAINS = ("a", "b", "c")
@@ -58,7 +58,19 @@ def test_results_table_means_over_pairs_then_seeds(methods_dir):
 def test_verdict_says_where_the_reference_loses(methods_dir):
     lines = verdict(results_table(collect_scores(methods_dir)))
     assert "Best: ERM (rf) at 80.0 %" in lines[1] and "worst: R-CNN-RF (rf) at 30.0 %" in lines[1]
-    assert lines[2] == "AE-CFE (rf) ranks 2 of 3 at 60.0 %, 20.0 points behind the best."
+    assert lines[2] == "AE-CFE (rf) ranks 2 of 3 at 60.0 %, 20.0 points behind the best label-free method."
+
+
+def test_verdict_measures_the_gap_to_the_best_method_without_target_labels(methods_dir):
+    for head, value in (("FewShot_k5", 0.95), ("FewShot_k0", 0.1)):
+        folder = methods_dir / "FewShot" / head
+        folder.mkdir(parents=True)
+        fake_scores([value]).to_csv(folder / "scores.csv", index=False)
+    lines = verdict(results_table(collect_scores(methods_dir)))
+    assert "Best: FewShot (FewShot_k5) at 95.0 %" in lines[1] and "worst: FewShot (FewShot_k0)" in lines[1]
+    assert lines[2].startswith("Best without labels of the held-out domain: ERM (rf) at 80.0 %")
+    assert lines[3] == "AE-CFE (rf) ranks 3 of 5 at 60.0 %, 20.0 points behind the best label-free method."
+    assert uses_target_labels("Oracle", "Oracle") and not uses_target_labels("ERM", "ERM")
 
 
 def test_cost_tables_give_each_step_and_each_models_cost(methods_dir):
@@ -72,6 +84,13 @@ def test_cost_tables_give_each_step_and_each_models_cost(methods_dir):
     assert per_model.loc["ERM", "models trained"] == 12
     assert per_model.loc["ERM", "train per model (s)"] == pytest.approx(3.0)  # median of six 2 s and six 4 s
     assert per_model.loc["ERM", "inference (ms/sample)"] == pytest.approx(0.5)
+    # predictions made outside the evaluation (few-shot) are written untimed: empty cells in scores.csv
+    folder = methods_dir / "FewShot" / "FewShot_k5"
+    folder.mkdir(parents=True)
+    fake_scores([0.9]).assign(fit_s=float("nan"), predict_ms_per_sample=float("nan")).to_csv(folder / "scores.csv",
+                                                                                            index=False)
+    few_shot = model_cost_table(collect_scores(methods_dir)).set_index("method").loc["FewShot"]
+    assert few_shot["models trained"] == 6 and pd.isna(few_shot["train per model (s)"])
     # scores written before models were timed: the count stays, the costs are unknown
     untimed = model_cost_table(scores.drop(columns=["fit_s", "predict_ms_per_sample"]))
     assert untimed.loc[0, "models trained"] == 12 and pd.isna(untimed.loc[0, "train per model (s)"])
