@@ -37,6 +37,9 @@ def test_loss_decreases_and_checkpoint_round_trip(coco, tmp_path):
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
     np.testing.assert_allclose(a.roi_features, b.roi_features, atol=1e-5)
     assert reloaded.config["weights"].startswith("checkpoint:last.pt:sha256=")
+    unsized = make_detector(checkpoint=tmp_path / "last.pt")  # sizes unset: the ones it was trained with
+    assert (unsized.config["min_size"], unsized.config["max_size"]) == (saved["arch"]["min_size"],
+                                                                         saved["arch"]["max_size"])
 
 
 def test_resume_continues_exactly(coco, tmp_path):

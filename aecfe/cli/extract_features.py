@@ -105,13 +105,8 @@ def detector_factory_and_identity(args) -> tuple:
     def build():
         from detectors.base import make_detector
 
+        # unset sizes stay unset: make_detector keeps the ones the checkpoint was trained with
         options = {key: value for key, value in config.items() if value is not None and key != "backend"}
-        if args.detector_backend == "torchvision":  # unset sizes: the ones the detector was trained with
-            from detectors.torchvision_backend import load_checkpoint
-
-            arch = load_checkpoint(args.detector_checkpoint)["arch"]
-            options.setdefault("min_size", arch["min_size"])
-            options.setdefault("max_size", arch["max_size"])
         return make_detector(args.detector_backend, checkpoint=str(args.detector_checkpoint), **options)
 
     return build, model_identity(config, args.detector_checkpoint)
