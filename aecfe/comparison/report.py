@@ -43,9 +43,8 @@ def collect_scores(methods_dir: str | Path) -> pd.DataFrame:
     """Every ``<method>/<head>/scores.csv`` under ``methods_dir`` as one frame with a ``method`` column."""
     frames = []
     for path in sorted(Path(methods_dir).glob("*/*/scores.csv")):
-        scores = pd.read_csv(path, keep_default_na=False)  # class and domain names such as "NA" stay text
-        for column in set(COST_COLUMNS) & set(scores):  # untimed models: empty cells -> NaN
-            scores[column] = pd.to_numeric(scores[column].replace("", np.nan))
+        # class and domain names such as "NA" stay text; an untimed model's empty cost cells are NaN
+        scores = pd.read_csv(path, keep_default_na=False, na_values={column: [""] for column in COST_COLUMNS})
         if scores.empty:
             continue
         frames.append(scores.assign(method=path.parent.parent.name, head=path.parent.name))
@@ -206,9 +205,9 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
         lines += ["Columns: **one -> others** = trained on one domain's training part, scored on every other whole "
                   "domain (thesis); **same domain** = scored on the training domain's own test part; **LODO** = "
                   "trained on all other domains, scored on the whole held-out one. Mean ± std over seeds, in % "
-                  "(a mean without ± comes from one seed); — = not run for that method. LODO trains on every sample of the "
-                  "other domains, so a deterministic head (linear; XGBoost without subsampling) scores the same for "
-                  "every seed there (± 0.0).", ""]
+                  "(a mean without ± comes from one seed); — = not run for that method. LODO trains on every "
+                  "sample of the other domains, so a deterministic head (linear; XGBoost without subsampling) "
+                  "scores the same for every seed there (± 0.0).", ""]
         for metric in REPORT_METRICS:
             shown = format_table(table, metric)
             shown.to_csv(out_dir / f"results_{metric}.csv", index=False)
@@ -225,8 +224,7 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
     if records:
         costs = cost_table(records)
         costs.to_csv(out_dir / "costs.csv", index=False)
-        lines += [
-                  "Wall time and peak resident memory of each step's process (training and inference together; "
+        lines += ["Wall time and peak resident memory of each step's process (training and inference together; "
                   "evaluation and deep-baseline steps train every model of every seed and fold).", "",
                   costs.to_markdown(index=False), ""]
     if not scores.empty:
@@ -236,8 +234,7 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
                   "sample (the head on a stored embedding, or the network on an image). An embedding method's "
                   "inference on a new image also pays its extraction steps (detector; autoencoder or CNN "
                   "encoding).", "",
-                  per_model.astype(object).where(per_model.notna(), "—").to_markdown(index=False),
-                  ""]
+                  per_model.astype(object).where(per_model.notna(), "—").to_markdown(index=False), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     logger.info("report: %s", path)
