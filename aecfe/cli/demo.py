@@ -214,8 +214,8 @@ def main(argv=None) -> int:
         write_embedding_stage(store, stage, progress=progress)
     lap("encoding")
 
-    results = {}
-    for features in (stage.name, "rcnn_roi", "raw_pixels"):
+    results, embeddings = {}, (stage.name, "rcnn_roi", "raw_pixels")
+    for features in embeddings:
         with CellStore.open(store_path) as store:
             X, y, domains = store.arrays(features, labelled_only=True)
         figures = features == stage.name  # confusion and UMAP PNGs for the autoencoder's embedding only
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     table.to_csv(args.out / "comparison.csv", index=False)
     text = (f"# Synthetic labs, cross-lab comparison\n\n{len(y)} labelled cells, seeds {args.seeds}; "
             f"mean ± std over seeds, in %.\n\n{table.to_markdown(index=False)}\n\n"
-            f"Per-feature tables, confusion matrices and UMAPs: {', '.join(f + '/' for f in (stage.name, 'rcnn_roi', 'raw_pixels'))}\n\n"
+            f"Per-feature tables, confusion matrices and UMAPs: {', '.join(f + '/' for f in embeddings)}\n\n"
             f"Time (s): {', '.join(f'{k} {v}' for k, v in timings.items())}; total "
             f"{time.perf_counter() - started:.0f} wall, {_cpu_seconds():.0f} CPU (this process, all threads)\n")
     (args.out / "comparison.md").write_text(text, encoding="utf-8")
