@@ -5,6 +5,10 @@ Every reader turns bad input into an :class:`~aecfe.errors.InputError` (for imag
 ``on_error="skip"``, into a counted skip in a :class:`SkipCounter`, which logs one summary line
 such as ``skipped 3 images: 2 corrupt, 1 too small``. Nothing is dropped or altered silently.
 
+Identity: an image is its resolved path (:func:`identity_path`, symlinks and ``..`` resolved), so
+the same file named two ways is one image; its content is the SHA-1 of its bytes (:func:`sha1_file`),
+so byte-identical copies under other names or in other domains are found (:func:`find_duplicates`).
+
 Layouts:
     * folder per class: ``root/<class label>/<image>`` (:func:`scan_class_folders`);
     * folder of domains: ``root/<domain>/<class label>/<image>`` (:func:`scan_domains`), like the
@@ -14,8 +18,12 @@ Layouts:
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
+import os
+import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,6 +43,10 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 DEFAULT_MIN_SIDE = 16
 """Images whose shorter side is below this many pixels are rejected (too small to hold a cell)."""
+MAX_IMAGE_PIXELS = 50_000_000
+"""Images declaring more pixels than this (width x height, from the header) are rejected as ``too large``
+before any decoding: a small file can declare a huge image (a "decompression bomb"; a 97 KB PNG of
+100 megapixels takes 1.2 GB to decode). Smears and fields are far below it; raise it for large scans."""
 IDENTITY_DATASET = "canonical"
 """Class map used for a domain without one of its own: folder names must be canonical classes."""
 
@@ -47,8 +59,8 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "P", "RGBa", "La"}  # P: its palette may hol
 
 class ImageReadError(InputError):
     """An image file that cannot be used. ``path``: the file; ``reason``: a short category
-    (``missing``, ``empty``, ``not an image``, ``truncated``, ``corrupt``, ``too small``,
-    ``unsupported``)."""
+    (``missing``, ``empty``, ``unreadable`` (no permission, I/O error), ``symlink loop``,
+    ``not an image``, ``truncated``, ``corrupt``, ``too small``, ``too large``, ``unsupported``)."""
 
     def __init__(self, path: str | Path, reason: str, detail: str = ""):
         self.path = Path(path)
@@ -124,14 +136,78 @@ def _by_count(counts: Counter[str]) -> str:
 # Single images
 # ----------------------------------------------------------------------------------------------
 
+def identity_path(path: str | os.PathLike) -> Path:
+    """The image's identity: its absolute path with symlinks and ``..`` resolved (``os.path.realpath``),
+    the same whatever the working directory and however the path was typed. Never raises (a symlink loop
+    keeps its unresolved remainder)."""
+    return Path(os.path.realpath(os.fspath(path)))
+
+
 def _existing_file(path: str | Path) -> Path:
-    """``path`` as a Path; ImageReadError if it is missing, not a file, or 0 bytes long."""
+    """``path`` as a Path; ImageReadError if it is missing, not a regular file, a symlink loop, cannot
+    be examined (permission, I/O error) or 0 bytes long."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(path, "missing", "no such file" if not path.exists() else "not a file")
-    if path.stat().st_size == 0:
+    try:
+        info = path.stat()
+    except FileNotFoundError as err:
+        raise ImageReadError(path, "missing", "no such file") from err
+    except PermissionError as err:
+        raise ImageReadError(path, "unreadable", f"permission denied: {err.strerror}") from err
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ImageReadError(path, "symlink loop", "too many levels of symbolic links") from err
+        raise ImageReadError(path, "unreadable", str(err)) from err
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageReadError(path, "missing", "not a file")
+    if info.st_size == 0:
         raise ImageReadError(path, "empty", "0 bytes")
     return path
+
+
+def sha1_file(path: str | os.PathLike) -> str:
+    """Hex SHA-1 of a file's bytes: the image's content identity (byte-identical copies share it).
+    Raises :class:`ImageReadError` (``missing``, ``unreadable``, ``symlink loop``...) naming the file."""
+    path = _existing_file(path)
+    digest = hashlib.sha1(usedforsecurity=False)
+    try:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except PermissionError as err:
+        raise ImageReadError(path, "unreadable", f"permission denied: {err.strerror}") from err
+    except OSError as err:
+        raise ImageReadError(path, "unreadable", str(err)) from err
+    return digest.hexdigest()
+
+
+class _open_image:
+    """``with _open_image(path) as image``: PIL's ``Image.open`` that refuses images declaring more than
+    :data:`MAX_IMAGE_PIXELS` (``too large``, before decoding; PIL's own bomb warning is not emitted and its
+    DecompressionBombError becomes the same ImageReadError) and reports a permission problem as
+    ``unreadable``, not ``corrupt``. Other errors propagate to the caller's handlers."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.image = None
+
+    def __enter__(self) -> Image.Image:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                self.image = Image.open(self.path)
+        except Image.DecompressionBombError as err:
+            raise ImageReadError(self.path, "too large", str(err)) from err
+        except PermissionError as err:
+            raise ImageReadError(self.path, "unreadable", f"permission denied: {err.strerror}") from err
+        width, height = self.image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            self.image.close()
+            raise ImageReadError(self.path, "too large", f"{width}x{height} = {width * height:,} pixels, above "
+                                                         f"aecfe.io.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}")
+        return self.image
+
+    def __exit__(self, *exc) -> None:
+        self.image.close()
 
 
 def read_image(path: str | Path, *, min_side: int = DEFAULT_MIN_SIDE) -> np.ndarray:
@@ -153,7 +229,7 @@ def read_image(path: str | Path, *, min_side: int = DEFAULT_MIN_SIDE) -> np.ndar
         raise AecfeError(f"reading {path}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by some "
                          "other code), so truncated files would be padded silently; set it to False")
     try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb_uint8(image, path)
@@ -161,10 +237,14 @@ def read_image(path: str | Path, *, min_side: int = DEFAULT_MIN_SIDE) -> np.ndar
         raise
     except UnidentifiedImageError as err:
         raise ImageReadError(path, "not an image", "format not recognised") from err
+    except PermissionError as err:
+        raise ImageReadError(path, "unreadable", f"permission denied: {err.strerror}") from err
     except OSError as err:
         reason = "truncated" if "truncated" in str(err).lower() else "corrupt"
         raise ImageReadError(path, reason, str(err)) from err
-    except (SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(path, "too large", str(err)) from err
+    except (SyntaxError, ValueError, EOFError) as err:
         raise ImageReadError(path, "corrupt", str(err)) from err
     if min(rgb.shape[:2]) < min_side:
         raise ImageReadError(path, "too small", f"{rgb.shape[1]}x{rgb.shape[0]} px, "
@@ -194,14 +274,21 @@ def _to_rgb_uint8(image: Image.Image, path: Path) -> np.ndarray:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file as :func:`read_image` will return it (EXIF applied),
-    from the header alone (no pixel decoding). Raises ImageReadError like ``read_image``."""
+    from the header alone (no pixel decoding). Raises ImageReadError like ``read_image``, including
+    ``too large`` above :data:`MAX_IMAGE_PIXELS`."""
     path = _existing_file(path)
     try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             width, height = image.size
             orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    except ImageReadError:
+        raise
     except UnidentifiedImageError as err:
         raise ImageReadError(path, "not an image", "format not recognised") from err
+    except PermissionError as err:
+        raise ImageReadError(path, "unreadable", f"permission denied: {err.strerror}") from err
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(path, "too large", str(err)) from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(path, "corrupt", str(err)) from err
     return (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
@@ -281,9 +368,11 @@ def scan_class_folders(
         taxonomy: class map to the canonical classes: a canonical-scheme :class:`Taxonomy` or a
             dataset name; default the class map registered under the domain name, else the
             identity map (folder names must then be canonical class names).
-        extensions: image file suffixes (case-insensitive); other files (manifest.csv,
-            source.json) and hidden files are ignored, and so are subfolders of class folders
-            (logged).
+        extensions: image file suffixes (case-insensitive); image files of other formats (a suffix
+            PIL knows, e.g. ``.gif``) are counted as skipped (``unsupported file type (.gif)``); other
+            files (readme.txt, manifest.csv, source.json) and hidden files are ignored, and so are
+            subfolders of class folders (logged). An image-suffixed entry that is a broken or looping
+            symlink is an unreadable image (``missing`` / ``symlink loop``).
         label_from: ``"folder"`` (the class folder's name), ``"folder/prefix"`` (``"<folder>/<file
             name up to the first _>"``, e.g. Acevedo's ``neutrophil/BNE``) or a callable on the path.
         verify: decode every image with :func:`read_image` (slow; otherwise only 0-byte files are
@@ -321,7 +410,10 @@ def scan_class_folders(
         nested = [p.name for p in files if p.is_dir()]
         if nested:
             logger.warning("%s: subfolders %s of class folder %r are ignored", root, nested, folder.name)
-        images = [p for p in files if p.is_file() and p.suffix.lower() in extensions]
+        images = [p for p in files if p.suffix.lower() in extensions and not p.is_dir()]
+        for other in (p for p in files if p.suffix.lower() in _other_image_suffixes(extensions)
+                      and not p.is_dir()):
+            skips.skip(f"unsupported file type ({other.suffix.lower()})", other)
         if not images:
             logger.warning("%s: class folder %r holds no images (suffixes %s)", root, folder.name,
                            sorted(extensions))
@@ -347,6 +439,11 @@ def scan_class_folders(
     if own_counter:
         skips.log()
     return records
+
+
+def _other_image_suffixes(extensions: set[str]) -> set[str]:
+    """Suffixes of image formats PIL knows (``.gif``, ``.ppm``, ``.ico``...) that are not in ``extensions``."""
+    return {suffix.lower() for suffix in Image.registered_extensions()} - set(extensions)
 
 
 def _check_on_error(on_error: str) -> None:
@@ -530,6 +627,7 @@ def load_coco(
     check_files: bool = True,
     on_error: OnError = "raise",
     skips: SkipCounter | None = None,
+    allow_outside_paths: bool = False,
 ) -> list[CocoImage]:
     """Read a COCO instance file into one :class:`CocoImage` per image, in file order.
 
@@ -542,9 +640,13 @@ def load_coco(
             applied) matches the entry's width/height (which may then be omitted).
         on_error: ``"raise"`` an InputError at the first bad entry, or ``"skip"`` it and count it.
         skips: counter to add to; a private one is used (and logged) if None.
+        allow_outside_paths: accept a ``file_name`` that leads outside the annotation file's folder
+            and ``image_root`` (``../x.png``, an absolute path); by default such an entry is bad
+            (``image path outside the annotation folder``). The check is on the normalised path
+            (``os.path.normpath``): symlinks placed inside the folder are followed.
 
     Bad entries (raise or skip): an image (with its annotations) whose file is missing or
-    unreadable or whose size disagrees; an
+    unreadable or whose size disagrees or whose path leads outside the annotation folder; an
     annotation whose image id or category id does not exist, whose bbox is missing, not
     finite, of non-positive width/height, or entirely outside the image; a malformed
     segmentation (its annotation is skipped). Kept with a note: boxes partly outside the image
@@ -578,7 +680,7 @@ def load_coco(
         if raw["id"] in known_ids:
             raise InputError(f"{json_path}: duplicate image id {raw['id']!r}")
         known_ids.add(raw["id"])
-        entry, problem = _checked_image_entry(raw, image_root, check_files, json_path)
+        entry, problem = _checked_image_entry(raw, image_root, check_files, json_path, allow_outside_paths)
         if problem is not None:
             bad(*problem)
             continue
@@ -613,11 +715,21 @@ def load_coco(
     return images
 
 
-def _checked_image_entry(entry: dict, image_root: Path, check_files: bool, json_path: Path
-                         ) -> tuple[dict, tuple[str, str, str] | None]:
+def _inside(path: Path, folders: Iterable[Path]) -> bool:
+    """Whether ``path``, normalised (``..`` removed, no symlinks resolved), lies in one of ``folders``."""
+    target = Path(os.path.normpath(os.path.abspath(path)))
+    return any(target.is_relative_to(os.path.normpath(os.path.abspath(folder))) for folder in folders)
+
+
+def _checked_image_entry(entry: dict, image_root: Path, check_files: bool, json_path: Path,
+                         allow_outside_paths: bool = False) -> tuple[dict, tuple[str, str, str] | None]:
     """(the image entry with integer width/height, None) or (entry, (reason, where, detail))."""
     entry = dict(entry)
     path = image_root / str(entry["file_name"])
+    if not allow_outside_paths and not _inside(path, (json_path.parent, image_root)):
+        return entry, ("image path outside the annotation folder", str(entry["file_name"]),
+                       f"resolves to {os.path.normpath(os.path.abspath(path))}, outside {json_path.parent}; "
+                       "pass allow_outside_paths=True (--allow-outside-paths) to accept it")
     if check_files:
         try:
             width, height = image_size(path)
@@ -681,3 +793,73 @@ def _coco_image(entry: dict, annotations: Sequence[dict], categories: Mapping[An
         annotation_attributes=tuple({k: v for k, v in ann.items() if k not in _COCO_ANNOTATION_KEYS}
                                     for ann in annotations),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Duplicates: the same bytes under several names or in several domains
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Images with byte-identical files: their ``sha1`` and, per copy, ``paths`` and ``domains``."""
+
+    sha1: str
+    paths: tuple[str, ...]
+    domains: tuple[str, ...]
+
+    @property
+    def cross_domain(self) -> bool:
+        """The copies are in more than one domain."""
+        return len(set(self.domains)) > 1
+
+
+def find_duplicates(items: Iterable[tuple[str | os.PathLike, str, str]]) -> list[DuplicateGroup]:
+    """Groups of two or more items with the same content hash, from ``(path, domain, sha1)`` triples
+    (an empty sha1, an unreadable file, is left out); sorted by hash, copies by (domain, path)."""
+    by_hash: dict[str, list[tuple[str, str]]] = {}
+    for path, domain, sha1 in items:
+        if sha1:
+            by_hash.setdefault(sha1, []).append((str(domain), os.fsdecode(path)))
+    groups = []
+    for sha1, members in sorted(by_hash.items()):
+        if len(members) > 1:
+            members.sort()
+            groups.append(DuplicateGroup(sha1, tuple(p for _, p in members), tuple(d for d, _ in members)))
+    return groups
+
+
+def duplicate_summary(groups: Sequence[DuplicateGroup], max_examples: int = 5) -> dict:
+    """Counts for a run report: ``groups`` (sets of byte-identical images), ``images`` (images in them),
+    ``extra_copies`` (images minus groups: what de-duplication would remove), ``cross_domain_groups``
+    and ``cross_domain_images`` (groups whose copies are in several domains, and their images), and a
+    few ``examples`` (sha1, domains, paths)."""
+    cross = [g for g in groups if g.cross_domain]
+    return {"groups": len(groups), "images": sum(len(g.paths) for g in groups),
+            "extra_copies": sum(len(g.paths) - 1 for g in groups),
+            "cross_domain_groups": len(cross), "cross_domain_images": sum(len(g.paths) for g in cross),
+            "examples": [{"sha1": g.sha1, "domains": list(g.domains), "paths": list(g.paths)}
+                         for g in (cross + [g for g in groups if not g.cross_domain])[:max_examples]]}
+
+
+def hash_images(paths: Iterable[str | os.PathLike], skips: SkipCounter | None = None) -> dict[str, str]:
+    """``{path: sha1 of its bytes}`` for every path that can be read; the others are counted in ``skips``
+    under their reason (``missing``, ``unreadable``...) and left out."""
+    hashes = {}
+    for path in paths:
+        try:
+            hashes[os.fsdecode(path)] = sha1_file(path)
+        except ImageReadError as err:
+            if skips is not None:
+                skips.skip_error(err)
+    return hashes
+
+
+def log_duplicates(groups: Sequence[DuplicateGroup], log: logging.Logger = logger) -> None:
+    """One warning line with the counts of :func:`duplicate_summary` and a few examples, if any."""
+    if not groups:
+        return
+    summary = duplicate_summary(groups, max_examples=3)
+    examples = "; ".join(" = ".join(f"{d}:{p}" for d, p in zip(e["domains"], e["paths"])) for e in summary["examples"])
+    log.warning("%d groups of byte-identical images (%d images, %d extra copies; %d groups, %d images across "
+                "domains), e.g. %s", summary["groups"], summary["images"], summary["extra_copies"],
+                summary["cross_domain_groups"], summary["cross_domain_images"], examples)

@@ -4,13 +4,22 @@ The layout is documented for readers without aecfe in ``docs/store_layout.md``; 
 
     /                      attrs: format, schema_version, aecfe_version, created_utc, provenance (JSON),
                                   layout (JSON), chunk_cells, n_images, n_cells (commit marker)
-    /images/<column>       one row per source image: image_path, domain, label, status, reason, n_cells
+    /images/<column>       one row per source image: image_path, domain, label, status, reason, n_cells,
+                           content_sha1
     /cells/<column>        one row per cell: image_id, cell_index, label, box (N,4), score, mask_area,
                            crop (N,3,128,128) uint8 and roi (N,256,14,14) float16 when declared
     /embeddings/<name>     (N, D) float32; attrs rows_done, provenance (JSON), created_utc, aecfe_version
 
-Strings are HDF5 variable-length UTF-8 (``h5py.string_dtype()``); a missing label is ``""``.
-Nothing is pickled.
+Strings are HDF5 variable-length UTF-8 (``h5py.string_dtype()``); a missing label is ``""``. A file
+name that is not valid UTF-8 is stored as its raw bytes (``os.fsencode``), so names are kept losslessly;
+aecfe reads every string with ``asstr(errors="surrogateescape")``, which gives back ``os.fsdecode`` of
+those bytes. ``content_sha1`` is the 40-character hex SHA-1 of the image file's bytes (fixed-length
+ASCII, ``""`` when the file could not be read). Nothing is pickled.
+
+Integrity. Every dataset that HDF5 can filter (all but the variable-length string columns) carries
+HDF5's fletcher32 checksum per chunk (``StoreLayout.checksum``); a damaged chunk raises
+:class:`StoreError` naming the file and the dataset when read, and :func:`verify_store` reads every
+chunk of a store and lists what is damaged.
 
 Crash safety. Writes are appends in committed chunks: ``flush`` extends the datasets, writes the
 rows, flushes the file (and fsyncs), and only then updates the commit marker (the root attributes
@@ -44,10 +53,14 @@ from aecfe.errors import InputError, StoreError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: /images/content_sha1, the status "retried", fletcher32 checksums, non-UTF-8 names as raw bytes."""
 FORMAT_NAME = "aecfe.cell_store"
 MISSING_LABEL = ""
 IMAGE_STATUSES = ("ok", "undetected", "error")
+RETRIED = "retried"
+"""Status an "error" row gets when a later row of the same image supersedes it (``add_image(retry=True)``)."""
+_ENCODING_ERRORS = "surrogateescape"
 
 _STR = h5py.string_dtype()
 # Columns of /images and /cells: name -> (dtype on disk, shape of one row).
@@ -58,6 +71,7 @@ _IMAGE_COLUMNS = {
     "status": (_STR, ()),
     "reason": (_STR, ()),
     "n_cells": (np.dtype(np.int64), ()),
+    "content_sha1": (np.dtype("S40"), ()),
 }
 _CELL_COLUMNS = {
     "image_id": (np.dtype(np.int64), ()),
@@ -91,6 +105,9 @@ class StoreLayout:
       stored uncompressed so that an append rewrites a partly filled chunk in place.
     - ``embedding_chunk_bytes``: target chunk size of embeddings (uncompressed, float32), so a
       chunk holds ``embedding_chunk_bytes // (4 * D)`` rows (at least 1).
+    - ``checksum``: HDF5's fletcher32 checksum on every chunk of every dataset HDF5 can filter
+      (all but the variable-length string columns); a damaged chunk then fails to read instead of
+      giving wrong values. Cost measured by ``scripts/benchmark_store.py --checksum-compare``.
 
     The layout is recorded as the root attribute ``layout`` (JSON).
     """
@@ -101,6 +118,7 @@ class StoreLayout:
     shuffle: bool = True
     column_chunk_rows: int = 4096
     embedding_chunk_bytes: int = 1 << 18
+    checksum: bool = True
 
     def __post_init__(self):
         if min(self.stage_chunk_cells, self.column_chunk_rows, self.embedding_chunk_bytes) < 1:
@@ -138,6 +156,53 @@ def _as_str_array(values: Sequence[str]) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = list(values)
     return out
+
+
+def _as_sha1_array(values: Sequence[str]) -> np.ndarray:
+    """Hex digests (or "") as the fixed-length ASCII column ``content_sha1`` (S40)."""
+    return np.array([value.encode("ascii") for value in values], dtype="S40")
+
+
+def _is_sha1(text: str) -> bool:
+    return len(text) == 40 and all(c in "0123456789abcdef" for c in text)
+
+
+def _encoded(values: np.ndarray) -> np.ndarray:
+    """A column ready to write: str values become UTF-8 bytes, with ``surrogateescape`` so that a name
+    decoded by ``os.fsdecode`` from bytes that are not UTF-8 is written back as those bytes."""
+    values = np.asarray(values)
+    if values.dtype != object:
+        return values
+    out = np.empty(len(values), dtype=object)
+    out[:] = [v.encode("utf-8", _ENCODING_ERRORS) if isinstance(v, str) else v for v in values]
+    return out
+
+
+def _read_strings(dataset: h5py.Dataset, rows: slice) -> list[str]:
+    """Rows of a string column as str: variable-length strings decoded as UTF-8 with ``surrogateescape``
+    (lossless for raw non-UTF-8 names), the fixed-length ``content_sha1`` as ASCII."""
+    if rows.stop <= rows.start:
+        return []
+    if dataset.dtype.kind == "S":
+        return [value.decode("ascii") for value in dataset[rows]]
+    return list(dataset.asstr(errors=_ENCODING_ERRORS)[rows])
+
+
+class _reading:
+    """Context manager turning an HDF5 read failure (a damaged chunk, a failed fletcher32 checksum)
+    into a :class:`StoreError` that names the file and the dataset."""
+
+    def __init__(self, path: Path, dataset):
+        self.path, self.dataset = path, dataset
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, OSError):
+            raise StoreError(f"{self.path}: cannot read dataset {self.dataset.name} (the file is damaged; "
+                             f"`aecfe-verify-store {self.path}` lists every damaged chunk): {error}") from error
+        return False
 
 
 class CellStore:
@@ -211,9 +276,9 @@ class CellStore:
             attrs["n_images"] = np.int64(0)
             attrs["n_cells"] = np.int64(0)
             for name, (dtype, shape) in _IMAGE_COLUMNS.items():
-                _create_column(h5file, f"images/{name}", dtype, shape, layout.column_chunk_rows)
+                _create_column(h5file, f"images/{name}", dtype, shape, layout.column_chunk_rows, layout.checksum)
             for name, (dtype, shape) in _CELL_COLUMNS.items():
-                _create_column(h5file, f"cells/{name}", dtype, shape, layout.column_chunk_rows)
+                _create_column(h5file, f"cells/{name}", dtype, shape, layout.column_chunk_rows, layout.checksum)
             h5file.create_group("embeddings")
             for stage, shape in (("crop", crop_shape), ("roi", roi_shape)):
                 if shape is not None:
@@ -253,6 +318,9 @@ class CellStore:
                 _drop_uncommitted_tail(h5file, path)
             else:
                 _check_lengths(h5file, path)
+        except OSError as err:
+            h5file.close()
+            raise StoreError(f"{path}: damaged cell store (`aecfe-verify-store {path}` lists what): {err}") from err
         except BaseException:
             h5file.close()
             raise
@@ -299,7 +367,8 @@ class CellStore:
 
     # ------------------------------------------------------------------ writing cells
     def add_image(self, image_path: str | os.PathLike, domain: str, label: str | None = None, *,
-                  status: str = "ok", reason: str = "", cells: Mapping | None = None) -> None:
+                  status: str = "ok", reason: str = "", cells: Mapping | None = None,
+                  content_sha1: str = "", retry: bool = False) -> None:
         """Buffer one processed image and its cells; commits automatically every ``chunk_cells``.
 
         ``status``: "ok" (then ``cells`` holds n >= 1 cells), "undetected" or "error" (then
@@ -307,22 +376,33 @@ class CellStore:
         ``score`` (n,), ``mask_area`` (n,) pixel counts, ``crop`` (n,*crop_shape) uint8 and ``roi``
         (n,*roi_shape) floating when the store declares them; optional ``label`` (n labels, str
         or None, default the image label) and ``cell_index`` (n,) (default 0..n-1).
+        ``content_sha1``: hex SHA-1 of the image file's bytes (:func:`aecfe.io.sha1_file`), "" if
+        unknown. ``retry``: the image may already be in the store with status "error"; that row
+        then becomes status :data:`RETRIED` in the same commit as this one.
         Raises :class:`InputError` naming the image for wrong shapes, dtypes or a repeated path.
         """
         self._require_writable()
-        path_text = str(image_path)
-        entry = self._validate_image(path_text, domain, label, status, reason, cells)
+        path_text = os.fsdecode(image_path)
+        entry = self._validate_image(path_text, domain, label, status, reason, cells, content_sha1, retry)
         self._buffer.append(entry)
         self._buffered_cells += entry["n"]
-        self._processed.add(path_text)
+        self._rows[path_text] = (self._n_images + len(self._buffer) - 1, status)
         if self._buffered_cells >= self.chunk_cells or len(self._buffer) >= self.chunk_cells:
             self.flush()
 
-    def _validate_image(self, path: str, domain, label, status, reason, cells) -> dict:
+    def _validate_image(self, path: str, domain, label, status, reason, cells, content_sha1="",
+                        retry=False) -> dict:
         if not path:
             raise InputError("image path must be a non-empty string")
-        if path in self._processed:
-            raise InputError(f"{path}: already in the store {self.path} (skip processed_images())")
+        supersedes = None
+        if path in self._rows:
+            row, found = self._rows[path]
+            if not (retry and found == "error"):
+                raise InputError(f"{path}: already in the store {self.path} with status {found!r} (skip "
+                                 "processed_images(), or retry an error row with retry=True)")
+            supersedes = row
+        if not isinstance(content_sha1, str) or not (content_sha1 == "" or _is_sha1(content_sha1)):
+            raise InputError(f"{path}: content_sha1 must be 40 lower-case hex digits or '', got {content_sha1!r}")
         if not isinstance(domain, str) or not domain:
             raise InputError(f"{path}: domain must be a non-empty string, got {domain!r}")
         if label is not None and not isinstance(label, str):
@@ -333,7 +413,8 @@ class CellStore:
             raise InputError(f"{path}: reason must be a string, got {reason!r}")
         label = label or MISSING_LABEL
         entry = {"image_path": path, "domain": domain, "label": label, "status": status,
-                 "reason": reason, "n": 0, "cells": None}
+                 "reason": reason, "content_sha1": content_sha1, "n": 0, "cells": None,
+                 "supersedes": supersedes}
         if status != "ok":
             if cells is not None:
                 raise InputError(f"{path}: status {status!r} images carry no cells; pass cells=None")
@@ -400,6 +481,15 @@ class CellStore:
         images = {name: _as_str_array([e[name] for e in entries])
                   for name in ("image_path", "domain", "label", "status", "reason")}
         images["n_cells"] = np.array([e["n"] for e in entries], dtype=np.int64)
+        images["content_sha1"] = _as_sha1_array([e["content_sha1"] for e in entries])
+        buffered = {self._n_images + i: e for i, e in enumerate(entries)}
+        superseded = sorted(e["supersedes"] for e in entries if e["supersedes"] is not None)
+        for row in superseded:
+            if row in buffered:
+                buffered[row]["status"] = RETRIED
+                images["status"][row - self._n_images] = RETRIED
+            else:
+                self._file["images/status"][row] = RETRIED.encode()
         with_cells = [(self._n_images + i, e["cells"]) for i, e in enumerate(entries) if e["n"]]
         cells = {}
         if with_cells:
@@ -418,20 +508,30 @@ class CellStore:
             for name, dataset in self._file[group].items():
                 if count:
                     dataset.resize(start + count, axis=0)
-                    dataset[start:start + count] = columns[name]
+                    dataset[start:start + count] = _encoded(columns[name])
         _sync(self._file)
         self._n_images += n_new_images
         self._n_cells += n_new_cells
         _commit(self._file, self._n_images, self._n_cells)
 
     @functools.cached_property
-    def _processed(self) -> set[str]:
-        """Committed and buffered image paths (read from the file on first use)."""
-        return set(self._read_strings(self._file["images/image_path"], slice(0, self._n_images)))
+    def _rows(self) -> dict[str, tuple[int, str]]:
+        """Image path -> (row in /images, status) of its current row, committed or buffered (rows with
+        status :data:`RETRIED` are superseded and left out); read from the file on first use."""
+        rows = slice(0, self._n_images)
+        paths = self._strings("images/image_path", rows)
+        statuses = self._strings("images/status", rows)
+        return {path: (row, status) for row, (path, status) in enumerate(zip(paths, statuses))
+                if status != RETRIED}
 
-    def processed_images(self) -> set[str]:
-        """Paths of every image in the store (any status, committed or buffered): a re-run skips them."""
-        return set(self._processed)
+    def processed_images(self, *, include_errors: bool = True) -> set[str]:
+        """Paths of every image in the store (committed or buffered): a re-run skips them. Images whose
+        current row has status "error" are left out when ``include_errors`` is False (to retry them)."""
+        return {path for path, (_, status) in self._rows.items() if include_errors or status != "error"}
+
+    def error_images(self) -> set[str]:
+        """Paths of the images whose current row has status "error" (what ``--retry-errors`` retries)."""
+        return {path for path, (_, status) in self._rows.items() if status == "error"}
 
     # ------------------------------------------------------------------ embeddings
     def write_embedding(self, name: str, start: int, rows: np.ndarray, *, attrs: Mapping | None = None) -> None:
@@ -461,7 +561,8 @@ class CellStore:
                 raise StoreError(f"{self.path}: no cells to embed yet")
             chunk_rows = max(1, min(self.layout.embedding_chunk_bytes // (4 * rows.shape[1]), self._n_cells))
             dataset = group.create_dataset(name, shape=(self._n_cells, rows.shape[1]), dtype=np.float32,
-                                           maxshape=(None, rows.shape[1]), chunks=(chunk_rows, rows.shape[1]))
+                                           maxshape=(None, rows.shape[1]), chunks=(chunk_rows, rows.shape[1]),
+                                           fletcher32=self.layout.checksum)
             dataset.attrs["rows_done"] = np.int64(0)
             dataset.attrs["provenance"] = attrs_json or "{}"
             dataset.attrs["created_utc"] = _utc_now()
@@ -507,7 +608,8 @@ class CellStore:
         if done < self._n_cells:
             raise StoreError(f"{self.path}: embedding {name!r} is incomplete ({done} of {self._n_cells} "
                              "rows); resume it from embedding_progress()")
-        return _read_rows(dataset, index, self._n_cells)
+        with _reading(self.path, dataset):
+            return _read_rows(dataset, index, self._n_cells)
 
     def _embedding_dataset(self, name: str) -> h5py.Dataset:
         dataset = self._file["embeddings"].get(name)
@@ -516,41 +618,58 @@ class CellStore:
         return dataset
 
     # ------------------------------------------------------------------ readers
-    def images(self) -> pd.DataFrame:
-        """One row per committed image: image_path, domain, label (<NA> if missing), status, reason, n_cells."""
-        group, rows = self._file["images"], slice(0, self._n_images)
-        frame = {name: _string_series(self._read_strings(group[name], rows), missing_as_na=name == "label")
-                 for name in ("image_path", "domain", "label", "status", "reason")}
-        frame["n_cells"] = pd.Series(group["n_cells"][rows], dtype=np.int64)
-        return pd.DataFrame(frame, columns=list(IMAGE_FRAME_COLUMNS))
+    def images(self, *, include_retried: bool = False) -> pd.DataFrame:
+        """One row per committed image: image_path, domain, label (<NA> if missing), status, reason, n_cells,
+        content_sha1 ("" when unknown). The index is the row in /images (the cells' ``image_id``). Rows of
+        status :data:`RETRIED` (superseded by a later row of the same image) only with ``include_retried``."""
+        rows = slice(0, self._n_images)
+        frame = {name: _string_series(self._strings(f"images/{name}", rows), missing_as_na=name == "label")
+                 for name in ("image_path", "domain", "label", "status", "reason", "content_sha1")}
+        frame["n_cells"] = pd.Series(self._numbers("images/n_cells", rows), dtype=np.int64)
+        images = pd.DataFrame(frame, columns=list(IMAGE_FRAME_COLUMNS))
+        return images if include_retried else images[images["status"] != RETRIED]
+
+    def cell_groups(self) -> np.ndarray:
+        """(N,) str, per committed cell: the ``content_sha1`` of its image, or ``"path:<image_path>"``
+        when the hash is unknown. Cells of one image, and of byte-identical copies of it under other names
+        or in other domains, share a group: pass it as ``groups`` to :func:`aecfe.evaluation.evaluate_cross_domain`
+        so that no copy lands on both sides of a split."""
+        images = self.images(include_retried=True)
+        keys = np.where(images["content_sha1"].fillna("") != "", images["content_sha1"].fillna(""),
+                        "path:" + images["image_path"].astype(str)).astype(object)
+        return keys[self._numbers("cells/image_id", slice(0, self._n_cells))]
 
     def cells(self) -> pd.DataFrame:
         """One row per committed cell, columns :data:`CELL_FRAME_COLUMNS`; cell_id is the row number
         shared by every per-cell array (roi, crops, embeddings); missing labels are <NA>."""
-        group, rows = self._file["cells"], slice(0, self._n_cells)
-        image_id = group["image_id"][rows]
-        paths = np.asarray(self._read_strings(self._file["images/image_path"], slice(0, self._n_images)), dtype=object)
-        domains = np.asarray(self._read_strings(self._file["images/domain"], slice(0, self._n_images)), dtype=object)
-        box = group["box"][rows]
+        rows = slice(0, self._n_cells)
+        image_id = self._numbers("cells/image_id", rows)
+        paths = np.asarray(self._strings("images/image_path", slice(0, self._n_images)), dtype=object)
+        domains = np.asarray(self._strings("images/domain", slice(0, self._n_images)), dtype=object)
+        box = self._numbers("cells/box", rows)
         frame = {
             "cell_id": np.arange(self._n_cells, dtype=np.int64),
             "image_path": _string_series(paths[image_id]),
-            "cell_index": group["cell_index"][rows],
+            "cell_index": self._numbers("cells/cell_index", rows),
             "domain": _string_series(domains[image_id]),
-            "label": _string_series(self._read_strings(group["label"], rows), missing_as_na=True),
+            "label": _string_series(self._strings("cells/label", rows), missing_as_na=True),
             **{axis: box[:, i] for i, axis in enumerate(("x1", "y1", "x2", "y2"))},
-            "score": group["score"][rows],
-            "mask_area": group["mask_area"][rows],
+            "score": self._numbers("cells/score", rows),
+            "mask_area": self._numbers("cells/mask_area", rows),
         }
         return pd.DataFrame(frame, columns=list(CELL_FRAME_COLUMNS))
 
     def roi(self, index: slice | np.ndarray | int | None = None) -> np.ndarray:
         """RoI features as float32 (N, *roi_shape) (stored float16), or the rows selected by ``index``."""
-        return _read_rows(self._stage_dataset("roi"), index, self._n_cells).astype(np.float32)
+        dataset = self._stage_dataset("roi")
+        with _reading(self.path, dataset):
+            return _read_rows(dataset, index, self._n_cells).astype(np.float32)
 
     def crops(self, index: slice | np.ndarray | int | None = None) -> np.ndarray:
         """Crops as uint8 (N, *crop_shape), or the rows selected by ``index``."""
-        return _read_rows(self._stage_dataset("crop"), index, self._n_cells)
+        dataset = self._stage_dataset("crop")
+        with _reading(self.path, dataset):
+            return _read_rows(dataset, index, self._n_cells)
 
     def _stage_dataset(self, stage: str) -> h5py.Dataset:
         dataset = self._file["cells"].get(stage)
@@ -570,9 +689,17 @@ class CellStore:
             X, y, domains = X[keep], y[keep], domains[keep]
         return X, y, domains
 
-    @staticmethod
-    def _read_strings(dataset: h5py.Dataset, rows: slice) -> list[str]:
-        return list(dataset.asstr()[rows]) if rows.stop > rows.start else []
+    def _strings(self, name: str, rows: slice) -> list[str]:
+        """Rows of the string column ``name`` (e.g. ``"images/domain"``) as str; see :func:`_read_strings`."""
+        dataset = self._file[name]
+        with _reading(self.path, dataset):
+            return _read_strings(dataset, rows)
+
+    def _numbers(self, name: str, rows: slice) -> np.ndarray:
+        """Rows of the numeric column ``name``; a damaged chunk raises :class:`StoreError` naming it."""
+        dataset = self._file[name]
+        with _reading(self.path, dataset):
+            return dataset[rows]
 
     def _require_writable(self) -> None:
         if not self.writable:
@@ -641,10 +768,12 @@ def _mergeable_embeddings(shards: Sequence[CellStore]) -> list[str]:
 
 def _copy_images_and_cells(shard: CellStore, merged: CellStore) -> np.ndarray:
     """Append ``shard``'s images not yet in ``merged``, in chunks; returns the kept-cell mask (N_shard,)."""
-    images = {name: np.asarray(shard._read_strings(shard._file[f"images/{name}"], slice(0, shard.n_images)),
-                               dtype=object) for name in ("image_path", "domain", "label", "status", "reason")}
-    images["n_cells"] = shard._file["images/n_cells"][: shard.n_images]
-    seen = merged._processed
+    all_rows = slice(0, shard.n_images)
+    images = {name: np.asarray(shard._strings(f"images/{name}", all_rows), dtype=object)
+              for name in ("image_path", "domain", "label", "status", "reason", "content_sha1")}
+    images["content_sha1"] = _as_sha1_array(images["content_sha1"])
+    images["n_cells"] = shard._numbers("images/n_cells", all_rows)
+    seen = merged.processed_images()
     keep_image = np.array([p not in seen for p in images["image_path"]], dtype=bool)
     if not keep_image.all():
         logger.warning("%s: skipping %d images already merged from earlier shards",
@@ -661,12 +790,16 @@ def _copy_images_and_cells(shard: CellStore, merged: CellStore) -> np.ndarray:
         rows = slice(int(first_cell[start]), int(first_cell[stop]))
         cell_keep = keep_cell[rows]
         cells = {}
-        for name, dataset in shard._file["cells"].items():
-            values = dataset.asstr()[rows] if name == "label" else dataset[rows]
-            cells[name] = np.asarray(values)[cell_keep]
+        for name in shard._file["cells"]:
+            values = (shard._strings(f"cells/{name}", rows) if name == "label"
+                      else shard._numbers(f"cells/{name}", rows))
+            cells[name] = np.asarray(values, dtype=object if name == "label" else None)[cell_keep]
         cells["image_id"] = merged_image_id[cells["image_id"]]
+        first_row = merged.n_images
         merged._append_committed({k: v[block] for k, v in images.items()}, cells)
-        merged._processed.update(images["image_path"][block])
+        for row, index in enumerate(block, start=first_row):
+            if images["status"][index] != RETRIED:
+                merged._rows[images["image_path"][index]] = (row, images["status"][index])
         start = stop
     return keep_cell
 
@@ -680,10 +813,117 @@ def _copy_embedding(name: str, shards: Sequence[CellStore], kept_cells: Sequence
         dataset = shard._embedding_dataset(name)
         for block_start in range(0, len(shard), block):
             rows = slice(block_start, min(block_start + block, len(shard)))
-            values = dataset[rows][keep[rows]]
+            with _reading(shard.path, dataset):
+                values = dataset[rows][keep[rows]]
             if len(values):
                 merged.write_embedding(name, start, values, attrs=attrs)
                 start += len(values)
+
+
+# ---------------------------------------------------------------------- verifying
+@dataclasses.dataclass
+class VerifyReport:
+    """What :func:`verify_store` found: ``problems`` (one line each: the dataset, the rows, what is wrong),
+    ``chunks_read`` and ``bytes_read`` (decoded), ``unchecked`` (datasets without a checksum, whose silent
+    bit flips cannot be detected: the variable-length string columns, or every dataset of a store created
+    with ``StoreLayout(checksum=False)``)."""
+
+    path: str
+    problems: list[str] = dataclasses.field(default_factory=list)
+    chunks_read: int = 0
+    bytes_read: int = 0
+    unchecked: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "ok": self.ok, "problems": list(self.problems), "chunks_read": self.chunks_read,
+                "bytes_read": self.bytes_read, "unchecked": list(self.unchecked)}
+
+
+def verify_store(path: str | os.PathLike) -> VerifyReport:
+    """Read every chunk of every dataset of a cell store and check its bookkeeping; list what is damaged.
+
+    Checks: the file opens as an aecfe cell store of this schema version; every chunk of /images, /cells
+    and /embeddings decodes (HDF5 verifies the fletcher32 checksum of each chunk as it reads it); every
+    column holds the committed rows; ``image_id`` points at committed images in order and the cells per
+    image add up to ``n_cells``; statuses are known; ``content_sha1`` is hex; embeddings' ``rows_done``
+    is within the cells. Never raises for a damaged store: the problems are in the report.
+    """
+    path = Path(path)
+    report = VerifyReport(str(path))
+    try:
+        h5file = h5py.File(path, "r")
+    except OSError as err:
+        report.problems.append(f"file: cannot be opened as HDF5: {err}")
+        return report
+    with h5file:
+        try:
+            _check_format(h5file, path)
+            lengths = _committed_lengths(h5file)
+        except (StoreError, OSError, KeyError, ValueError) as err:
+            report.problems.append(f"root attributes: {err}")
+            return report
+        for group in ("images", "cells", "embeddings"):
+            if group not in h5file:
+                report.problems.append(f"/{group}: missing")
+                continue
+            for name in h5file[group]:
+                _verify_dataset(h5file, f"{group}/{name}", report)
+        if not report.problems:
+            _verify_bookkeeping(h5file, lengths, report)
+    return report
+
+
+def _verify_dataset(h5file: h5py.File, name: str, report: VerifyReport) -> None:
+    """Decode every chunk of dataset ``name``; a chunk that fails is one problem line (its rows)."""
+    try:
+        dataset = h5file[name]
+        chunks = list(dataset.iter_chunks()) if dataset.shape[0] else []
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        report.problems.append(f"/{name}: cannot be opened: {err}")
+        return
+    if not dataset.fletcher32:
+        report.unchecked.append(f"/{name}")
+    for selection in chunks:
+        rows = selection[0]
+        try:
+            values = (_read_strings(dataset, rows) if dataset.dtype.kind == "O" else dataset[selection])
+            report.bytes_read += sum(len(v) for v in values) if dataset.dtype.kind == "O" else values.nbytes
+        except (OSError, ValueError, UnicodeError) as err:
+            report.problems.append(f"/{name} rows {rows.start}:{rows.stop}: {err}")
+        report.chunks_read += 1
+
+
+def _verify_bookkeeping(h5file: h5py.File, lengths: Mapping[str, int], report: VerifyReport) -> None:
+    """Cross-checks between the columns of a store whose chunks all decode."""
+    n_images, n_cells = lengths["images"], lengths["cells"]
+    for group, committed in lengths.items():
+        for name, dataset in h5file[group].items():
+            if dataset.shape[0] < committed:
+                report.problems.append(f"/{group}/{name}: {dataset.shape[0]} rows, {committed} committed")
+    if report.problems:
+        return
+    image_id = h5file["cells/image_id"][:n_cells]
+    n_cells_per_image = h5file["images/n_cells"][:n_images]
+    if len(image_id) and (image_id.min() < 0 or image_id.max() >= n_images or np.any(np.diff(image_id) < 0)):
+        report.problems.append(f"/cells/image_id: values outside 0..{n_images - 1} or out of order")
+    elif not np.array_equal(np.bincount(image_id, minlength=n_images), n_cells_per_image):
+        report.problems.append("/images/n_cells: does not match the cells per image in /cells/image_id")
+    statuses = set(_read_strings(h5file["images/status"], slice(0, n_images)))
+    unknown = statuses - set(IMAGE_STATUSES) - {RETRIED}
+    if unknown:
+        report.problems.append(f"/images/status: unknown values {sorted(unknown)}")
+    hashes = _read_strings(h5file["images/content_sha1"], slice(0, n_images))
+    bad = [row for row, value in enumerate(hashes) if value and not _is_sha1(value)]
+    if bad:
+        report.problems.append(f"/images/content_sha1: {len(bad)} rows are not hex SHA-1 (first row {bad[0]})")
+    for name, dataset in h5file["embeddings"].items():
+        done = int(dataset.attrs.get("rows_done", -1))
+        if not 0 <= done <= min(n_cells, dataset.shape[0]):
+            report.problems.append(f"/embeddings/{name}: rows_done {done} outside 0..{n_cells}")
 
 
 # ---------------------------------------------------------------------- HDF5 helpers
@@ -714,9 +954,13 @@ def _commit(h5file: h5py.File, n_images: int, n_cells: int) -> None:
     _sync(h5file)
 
 
-def _create_column(h5file: h5py.File, name: str, dtype, row_shape: tuple, chunk_rows: int) -> None:
+def _create_column(h5file: h5py.File, name: str, dtype, row_shape: tuple, chunk_rows: int,
+                   checksum: bool = True) -> None:
+    """A resizable, chunked column; fletcher32 when ``checksum`` and HDF5 allows a filter (HDF5 refuses
+    filters on variable-length strings: "not suitable for filters")."""
+    filterable = np.dtype(dtype).kind != "O"
     h5file.create_dataset(name, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
-                          chunks=(chunk_rows, *row_shape))
+                          chunks=(chunk_rows, *row_shape), fletcher32=checksum and filterable)
 
 
 def _create_stage(h5file: h5py.File, stage: str, shape: tuple[int, ...], layout: StoreLayout) -> None:
@@ -725,7 +969,8 @@ def _create_stage(h5file: h5py.File, stage: str, shape: tuple[int, ...], layout:
         filters = {"compression": layout.compression, "shuffle": layout.shuffle,
                    "compression_opts": layout.compression_level if layout.compression == "gzip" else None}
     h5file.create_dataset(f"cells/{stage}", shape=(0, *shape), maxshape=(None, *shape),
-                          dtype=_STAGE_DTYPES[stage], chunks=(layout.stage_chunk_cells, *shape), **filters)
+                          dtype=_STAGE_DTYPES[stage], chunks=(layout.stage_chunk_cells, *shape),
+                          fletcher32=layout.checksum, **filters)
 
 
 def _check_format(h5file: h5py.File, path: Path) -> None:
