@@ -404,6 +404,7 @@ def scan_class_folders(
     skips = skips if skips is not None else SkipCounter("images")
     class_map = _resolve_class_map(domain, taxonomy)
 
+    other_suffixes = _other_image_suffixes(extensions)
     found: list[tuple[Path, str]] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p)):
         files = sorted(p for p in folder.iterdir() if not _is_hidden(p))
@@ -411,8 +412,7 @@ def scan_class_folders(
         if nested:
             logger.warning("%s: subfolders %s of class folder %r are ignored", root, nested, folder.name)
         images = [p for p in files if p.suffix.lower() in extensions and not p.is_dir()]
-        for other in (p for p in files if p.suffix.lower() in _other_image_suffixes(extensions)
-                      and not p.is_dir()):
+        for other in (p for p in files if p.suffix.lower() in other_suffixes and not p.is_dir()):
             skips.skip(f"unsupported file type ({other.suffix.lower()})", other)
         if not images:
             logger.warning("%s: class folder %r holds no images (suffixes %s)", root, folder.name,

@@ -24,6 +24,7 @@ Everything lands in one HDF5 cell store (:mod:`aecfe.store`), stage by stage, ea
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -37,7 +38,8 @@ from tqdm import tqdm
 
 from aecfe.atomic import write_text_atomic
 from aecfe.errors import InputError, StoreError
-from aecfe.io import ImageRecord, SkipCounter, load_coco, scan_class_folders, scan_domains
+from aecfe.io import (ImageRecord, SkipCounter, duplicate_summary, find_duplicates, hash_images, identity_path,
+                      load_coco, log_duplicates, scan_class_folders, scan_domains)
 from aecfe.store import CellStore
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ CROP_SHAPE = (3, 128, 128)
 # ---------------------------------------------------------------------------------------------- inputs
 @dataclass(frozen=True)
 class ExtractionImage:
-    """One image to extract: ``path`` (the store's resume key, kept as given), ``domain``, ``label``
+    """One image to extract: ``path`` (the store's resume key: :func:`gather_images` makes it the resolved
+    path, :func:`aecfe.io.identity_path`), ``domain``, ``label``
     (canonical class of the image's cell(s) or None when unknown) and ``single_cell`` (the image shows one
     cell, as in a classification set, rather than a field with several). ``record``: the
     :class:`~aecfe.io.ImageRecord` the scan made, if any (see :meth:`as_record`)."""
@@ -94,14 +97,16 @@ def read_file_list(list_path: str | os.PathLike, default_domain: str | None = No
     ``path<TAB>domain<TAB>label``; blank lines and lines starting with ``#`` are ignored.
 
     Relative paths are relative to the list's folder. The domain defaults to ``default_domain`` or the
-    list's file name without suffix; a missing or empty label is None (unlabelled).
+    list's file name without suffix; a missing or empty label is None (unlabelled). The list is read as
+    UTF-8 with ``surrogateescape``, so a name that is not UTF-8 is kept byte for byte (as ``os.fsdecode``
+    gives it) instead of failing.
     """
     list_path = Path(list_path)
     if not list_path.is_file():
         raise InputError(f"{list_path}: image list not found")
     default_domain = default_domain or list_path.stem
     images = []
-    with list_path.open(encoding="utf-8", newline="") as handle:
+    with list_path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
         for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
             if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
                 continue
@@ -121,7 +126,8 @@ def read_file_list(list_path: str | os.PathLike, default_domain: str | None = No
 def gather_images(*, class_folders: Iterable[str | os.PathLike] = (),
                   domains: Mapping[str, str | os.PathLike] | Iterable[tuple[str, str | os.PathLike]] = (),
                   coco: Mapping[str, str | os.PathLike] | Iterable[tuple[str, str | os.PathLike]] = (),
-                  files: Iterable[str | os.PathLike] = (), fields: bool = False) -> ImageList:
+                  files: Iterable[str | os.PathLike] = (), fields: bool = False,
+                  allow_outside_paths: bool = False) -> ImageList:
     """Collect the images of a run from every kind of input, in the order given, without duplicates.
 
     Args:
@@ -131,10 +137,15 @@ def gather_images(*, class_folders: Iterable[str | os.PathLike] = (),
             only when its entry has an ``image_label`` (BCCD).
         files: image lists (:func:`read_file_list`).
         fields: mark class-folder and list images as fields with several cells, not single-cell crops.
+        allow_outside_paths: COCO ``file_name`` may lead outside the annotation file's folder
+            (:func:`aecfe.io.load_coco`).
 
     Labels of class folders are canonical classes (via the domain's class map, :mod:`aecfe.taxonomy`).
     Unusable entries (empty files, labels the class map drops, broken COCO entries) are skipped and
-    counted; an image path given twice keeps its first occurrence (counted as ``duplicate path``).
+    counted. Every path becomes its resolved form (:func:`aecfe.io.identity_path`: absolute, symlinks and
+    ``..`` resolved), so a folder given as ``../data`` and as ``/abs/data``, or a run started from another
+    directory, names each image the same way; an image reached twice keeps its first occurrence (counted
+    as ``duplicate path``).
     """
     listing = ImageList()
     single = not fields
@@ -147,7 +158,7 @@ def gather_images(*, class_folders: Iterable[str | os.PathLike] = (),
         listing.images.extend(ExtractionImage(r.path, r.domain, r.canonical, single, r) for r in records)
         listing.sources.append(f"domain {name} = {folder}: {len(records)} images")
     for name, json_path in _pairs(coco):
-        entries = load_coco(json_path, on_error="skip", skips=listing.skips)
+        entries = load_coco(json_path, on_error="skip", skips=listing.skips, allow_outside_paths=allow_outside_paths)
         listing.images.extend(ExtractionImage(e.path, name, _coco_image_label(e), single_cell=False)
                               for e in entries)
         listing.sources.append(f"COCO {name} = {json_path}: {len(entries)} images")
@@ -157,7 +168,7 @@ def gather_images(*, class_folders: Iterable[str | os.PathLike] = (),
         listing.sources.append(f"file list {list_path}: {len(listed)} images")
     seen: set[str] = set()
     unique = []
-    for image in listing.images:
+    for image in map(_with_identity_path, listing.images):
         if str(image.path) in seen:
             listing.skips.skip("duplicate path", image.path)
         else:
@@ -168,6 +179,27 @@ def gather_images(*, class_folders: Iterable[str | os.PathLike] = (),
         raise InputError("no images to extract: give --class-folders, --domain, --coco or --files "
                          f"({listing.skips.summary()})")
     return listing
+
+
+def _with_identity_path(image: ExtractionImage) -> ExtractionImage:
+    """``image`` with its path (and its scan record's path) replaced by :func:`aecfe.io.identity_path`."""
+    path = identity_path(image.path)
+    record = image.record if image.record is None else dataclasses.replace(image.record, path=path)
+    return dataclasses.replace(image, path=path, record=record)
+
+
+def duplicate_report(listing: ImageList) -> dict:
+    """Hash every image of ``listing`` (SHA-1 of the bytes; no detector, no store) and summarise the groups of
+    byte-identical images (:func:`aecfe.io.duplicate_summary`: groups, images, extra copies, groups and images
+    across domains, examples); files that cannot be read are counted under ``unreadable``. Logged."""
+    unreadable = SkipCounter("images")
+    hashes = hash_images([image.path for image in listing.images], unreadable)
+    groups = find_duplicates((image.path, image.domain, hashes.get(str(image.path), ""))
+                             for image in listing.images)
+    log_duplicates(groups)
+    return {"images": len(listing.images), "hashed": len(hashes), "unreadable": dict(unreadable.skipped),
+            "sources": list(listing.sources), "scan_skipped": dict(sorted(listing.skips.skipped.items())),
+            "duplicates": duplicate_summary(groups, max_examples=20)}
 
 
 def _coco_image_label(entry) -> str | None:
@@ -304,12 +336,16 @@ def extraction_report(store: CellStore, scan_skips: SkipCounter | None = None, *
     {name: rows_done}, **extra}`` where each count block holds ``images`` (read into the store), ``ok``,
     ``undetected``, ``error``, ``cells``, ``skipped_reasons`` ({reason: n} over undetected and error
     images) and ``kept_with_note`` ({reason: n} over images with cells and a note, e.g. the centred
-    fallback box of a single-cell image without a detection).
+    fallback box of a single-cell image without a detection). ``duplicates``: the groups of byte-identical
+    images in the store (same ``content_sha1`` under several names or domains,
+    :func:`aecfe.io.duplicate_summary`), also logged.
     """
     images = store.images()
     domains = {}
     for domain, group in images.groupby("domain", sort=True):
         domains[str(domain)] = _counts(group)
+    groups = find_duplicates(zip(images["image_path"], images["domain"], images["content_sha1"].fillna("")))
+    log_duplicates(groups)
     return {
         "store": str(store.path),
         "totals": _counts(images),
@@ -317,6 +353,7 @@ def extraction_report(store: CellStore, scan_skips: SkipCounter | None = None, *
         "scan_skipped": dict(sorted(scan_skips.skipped.items())) if scan_skips else {},
         "scan_skip_examples": dict(scan_skips.examples) if scan_skips else {},
         "embeddings": {name: store.embedding_progress(name) for name in store.embedding_names()},
+        "duplicates": duplicate_summary(groups),
         **extra,
     }
 
@@ -350,6 +387,10 @@ def format_report(report: Mapping) -> str:
                                                                 for reason, n in report["scan_skipped"].items()))
     if report.get("embeddings"):
         lines.append("embeddings (rows done): " + ", ".join(f"{k} {v}" for k, v in report["embeddings"].items()))
+    duplicates = report.get("duplicates") or {}
+    if duplicates.get("groups"):
+        lines.append(f"byte-identical images: {duplicates['groups']} groups ({duplicates['images']} images, "
+                     f"{duplicates['cross_domain_groups']} groups across domains)")
     return "\n".join(lines)
 
 
@@ -365,20 +406,45 @@ def write_report(report: Mapping, store_path: str | os.PathLike) -> Path:
 def open_or_create_store(store_path: str | os.PathLike, provenance: Mapping, *, keep_roi: bool = True,
                          keep_crops: bool = True, chunk_cells: int = 256) -> CellStore:
     """Reopen ``store_path`` to resume (its provenance must equal ``provenance`` apart from ``"shard"``
-    being the same too), or create it with the RoI and crop stages asked for."""
+    being the same too), or create it with the RoI and crop stages asked for (see :func:`open_existing_store`)."""
+    store = open_existing_store(store_path, provenance)
+    if store is not None:
+        return store
+    return CellStore.create(store_path, roi_shape=ROI_SHAPE if keep_roi else None,
+                            crop_shape=CROP_SHAPE if keep_crops else None, provenance=provenance,
+                            chunk_cells=chunk_cells)
+
+
+def open_existing_store(store_path: str | os.PathLike, provenance: Mapping) -> CellStore | None:
+    """The store at ``store_path`` opened to resume, or None when there is nothing to resume.
+
+    A store holding no image and no embedding, left by a run that failed before its first commit, is
+    removed (logged) when its provenance differs, so that the corrected run is not refused; a store with
+    content and another provenance raises :class:`StoreError`.
+    """
     store_path = Path(store_path)
     if not store_path.exists():
-        return CellStore.create(store_path, roi_shape=ROI_SHAPE if keep_roi else None,
-                                crop_shape=CROP_SHAPE if keep_crops else None, provenance=provenance,
-                                chunk_cells=chunk_cells)
+        return None
     store = CellStore.open(store_path, "a")
     found = store.provenance
-    if json.loads(json.dumps(dict(provenance))) != found:
-        store.close()
-        raise StoreError(f"{store_path}: was written by another run (provenance {json.dumps(found, sort_keys=True)}, "
-                         f"this run {json.dumps(dict(provenance), sort_keys=True, default=str)}); "
-                         "resume with the same detector and shard, or write a new store")
-    return store
+    if json.loads(json.dumps(dict(provenance))) == found:
+        return store
+    empty = store.n_images == 0 and not store.embedding_names()
+    store.close()
+    if empty:
+        logger.warning("%s: removing the empty store of a run that failed before writing anything (provenance "
+                       "%s); this run writes it anew", store_path, json.dumps(found, sort_keys=True))
+        store_path.unlink()
+        return None
+    raise StoreError(f"{store_path}: was written by another run (provenance {json.dumps(found, sort_keys=True)}, "
+                     f"this run {json.dumps(dict(provenance), sort_keys=True, default=str)}); "
+                     "resume with the same detector and shard, or write a new store")
+
+
+def _positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
@@ -386,7 +452,7 @@ def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
                    embeddings: Sequence[EmbeddingStage] = (), shard: tuple[int, int] | None = None,
                    keep_roi: bool = True, keep_crops: bool = True, batch_size: int = 4, chunk_cells: int = 256,
                    embedding_block: int = EMBEDDING_BLOCK, progress: bool = True,
-                   roi_stage_options: Mapping | None = None) -> dict:
+                   roi_stage_options: Mapping | None = None, retry_errors: bool = False) -> dict:
     """Run (or resume) every stage of an extraction into ``store_path`` and write its report; returns it.
 
     Args:
@@ -400,34 +466,49 @@ def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
         keep_roi / keep_crops: store the RoI features / crops (needed by ``rcnn_roi``, the autoencoder and
             its training / by ``raw_pixels`` and autoencoder training).
         batch_size: images per detector call; chunk_cells: cells per store commit; embedding_block: cells
-            per embedding commit.
+            per embedding commit (each >= 1).
         roi_stage_options: further keyword arguments of ``detectors.roi_stage.write_roi_stage``.
+        retry_errors: images the store holds with status "error" go through the roi stage again (their
+            error rows become status "retried"); by default they count as done.
+
+    Validate before creating: a new store is created only after the options are checked and the detector is
+    built, so a run that fails to start leaves no file behind (and an empty store left by an older failed
+    start is replaced, :func:`open_existing_store`).
     """
+    _positive(batch_size=batch_size, chunk_cells=chunk_cells, embedding_block=embedding_block)
     started = time.perf_counter()
     images = shard_images(listing.images, shard)
     provenance = {"detector": detector_identity, "autoencoder": None}
     if shard is not None:
         provenance["shard"] = f"{shard[0]}/{shard[1]}"
     timings = {}
-    with open_or_create_store(store_path, provenance, keep_roi=keep_roi, keep_crops=keep_crops,
-                              chunk_cells=chunk_cells) as store:
-        done = store.processed_images()
+    detector = None
+    store = open_existing_store(store_path, provenance)
+    if store is None:
+        if images:
+            detector = _build_detector(detector_factory, store_path, len(images))
+        store = CellStore.create(store_path, roi_shape=ROI_SHAPE if keep_roi else None,
+                                 crop_shape=CROP_SHAPE if keep_crops else None, provenance=provenance,
+                                 chunk_cells=chunk_cells)
+    with store:
+        done = store.processed_images(include_errors=not retry_errors)
         todo = [image for image in images if str(image.path) not in done]
-        logger.info("%s: %d of %d images of this run already in the store, %d to detect", store_path,
-                    len(images) - len(todo), len(images), len(todo))
+        logger.info("%s: %d of %d images of this run already in the store, %d to detect%s", store_path,
+                    len(images) - len(todo), len(images), len(todo),
+                    " (errors retried)" if retry_errors else "")
+        roi_report = None
         if todo:
-            if detector_factory is None:
-                raise InputError(f"{store_path}: {len(todo)} images still need the roi stage, and no detector "
-                                 "was given")
             from detectors.roi_stage import write_roi_stage
 
-            detector = detector_factory()
+            detector = detector or _build_detector(detector_factory, store_path, len(todo))
             for single_cell in (True, False):
                 group = [image for image in todo if image.single_cell == single_cell]
                 if group:
-                    write_roi_stage(detector, [image.as_record() for image in group], store,
-                                    single_cell=single_cell, batch_size=batch_size,
-                                    progress=progress, **(roi_stage_options or {}))
+                    stage_report = write_roi_stage(detector, [image.as_record() for image in group], store,
+                                                   single_cell=single_cell, batch_size=batch_size,
+                                                   progress=progress, retry_errors=retry_errors,
+                                                   **(roi_stage_options or {}))
+                    roi_report = _merge_roi_reports(roi_report, stage_report.to_dict())
             store.flush()
         timings["roi_stage_seconds"] = round(time.perf_counter() - started, 3)
         for stage in embeddings:
@@ -436,6 +517,31 @@ def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
             timings[f"embedding_{stage.name}_seconds"] = round(time.perf_counter() - stage_start, 3)
         report = extraction_report(store, listing.skips, inputs=listing.sources,
                                    shard=provenance.get("shard"), images_in_run=len(images),
-                                   images_detected_now=len(todo), timings=timings)
+                                   images_detected_now=len(todo), roi_stage=roi_report, timings=timings)
     write_report(report, store_path)
     return report
+
+
+def _build_detector(factory: Callable[[], object] | None, store_path, n_images: int):
+    """The detector from ``factory``; :class:`InputError` when there is none but images need it."""
+    if factory is None:
+        raise InputError(f"{store_path}: {n_images} images still need the roi stage, and no detector was given "
+                         "(--detector-checkpoint)")
+    return factory()
+
+
+def _merge_roi_reports(total: dict | None, part: dict) -> dict:
+    """Sum two :meth:`RoiStageReport.to_dict` results (single-cell and field images of one run)."""
+    if total is None:
+        return part
+    merged = {key: total[key] + part[key] for key in total if key not in ("errors", "seconds")}
+    merged["errors"] = {k: total["errors"].get(k, 0) + part["errors"].get(k, 0)
+                        for k in set(total["errors"]) | set(part["errors"])}
+    merged["seconds"] = round(total["seconds"] + part["seconds"], 3)
+    return merged
+
+
+def nothing_processed(report: Mapping) -> bool:
+    """True when the run had images but the store holds none of them read successfully (every one an error)."""
+    totals = report["totals"]
+    return report.get("images_in_run", totals["images"]) > 0 and totals["ok"] + totals["undetected"] == 0

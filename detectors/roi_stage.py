@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from aecfe.errors import InputError
-from aecfe.io import CocoImage, ImageReadError, ImageRecord, read_image
+from aecfe.io import CocoImage, ImageReadError, ImageRecord, identity_path, read_image, sha1_file
 from aecfe.store import CellStore
 from detectors.base import Detections, Detector
 
@@ -67,17 +67,18 @@ class RoiStageReport:
 def record_fields(record: Record, domain: str | None = None) -> tuple[str, str, str | None]:
     """(image path, domain, label) of a record as stored.
 
-    ImageRecord: its path, domain and canonical class. CocoImage: its path, ``domain`` or else the
+    The path is the record's resolved path (:func:`aecfe.io.identity_path`), the store's resume key, so the
+    same file reached by a relative, absolute or symlinked path is one image. ImageRecord: its path, domain and canonical class. CocoImage: its path, ``domain`` or else the
     COCO set's folder name (``<set>/images/<file>`` -> ``<set>``), and its ``image_label``
     attribute if any (BCCD) else no label.
     """
     if isinstance(record, ImageRecord):
-        return str(record.path), domain or record.domain, record.canonical
+        return str(identity_path(record.path)), domain or record.domain, record.canonical
     if isinstance(record, CocoImage):
         folder = record.path.parent
         default = folder.parent.name if folder.name == "images" else folder.name
         label = record.attributes.get("image_label")
-        return str(record.path), domain or default, label if isinstance(label, str) and label else None
+        return str(identity_path(record.path)), domain or default, label if isinstance(label, str) and label else None
     raise TypeError(f"records must be aecfe.io.ImageRecord or CocoImage, got {type(record).__name__}")
 
 
@@ -100,7 +101,7 @@ def _check_shapes(detector: Detector, store: CellStore) -> None:
 
 def write_roi_stage(detector: Detector, records: Iterable[Record], store: CellStore, *, single_cell: bool,
                     batch_size: int = 4, skip_errors: bool = True, progress: bool = True,
-                    domain: str | None = None, flush_every: int = 64) -> RoiStageReport:
+                    domain: str | None = None, flush_every: int = 64, retry_errors: bool = False) -> RoiStageReport:
     """Detect cells in every record not yet in ``store`` and append them.
 
     Args:
@@ -116,15 +117,21 @@ def write_roi_stage(detector: Detector, records: Iterable[Record], store: CellSt
         progress: tqdm bar.
         domain: overrides every record's domain.
         flush_every: commit the store at least every this many images.
+        retry_errors: images the store holds with status "error" are processed again (the error row
+            becomes status "retried"); otherwise they count as done.
+
+    Every image's row records the SHA-1 of its file's bytes (``content_sha1``), "" when unreadable.
 
     Returns:
         a :class:`RoiStageReport` (also logged).
     """
+    if batch_size < 1 or flush_every < 1:
+        raise InputError(f"batch_size and flush_every must be >= 1, got {batch_size} and {flush_every}")
     started = time.perf_counter()
     _check_shapes(detector, store)
     report = RoiStageReport()
     errors: Counter[str] = Counter()
-    done = store.processed_images()
+    done = store.processed_images(include_errors=not retry_errors)
     pending: list[tuple[str, str, str | None, Record]] = []
     for record in records:
         path, rec_domain, label = record_fields(record, domain)
@@ -135,13 +142,16 @@ def write_roi_stage(detector: Detector, records: Iterable[Record], store: CellSt
             pending.append((path, rec_domain, label, record))
     since_flush = 0
 
+    hashes: dict[str, str] = {}
+
     def error(path: str, rec_domain: str, label: str | None, reason: str, err: Exception) -> None:
         if not skip_errors:
             store.flush()
             raise err
         logger.warning("%s", err)
         errors[reason] += 1
-        store.add_image(path, rec_domain, label, status="error", reason=f"{reason}: {err}"[:500])
+        store.add_image(path, rec_domain, label, status="error", reason=f"{reason}: {err}"[:500],
+                        content_sha1=hashes.pop(path, ""), retry=retry_errors)
 
     try:
         with tqdm(total=len(pending), desc="detect", unit="img", disable=not progress) as bar:
@@ -150,6 +160,7 @@ def write_roi_stage(detector: Detector, records: Iterable[Record], store: CellSt
                 good: list[tuple[str, str, str | None, np.ndarray]] = []
                 for path, rec_domain, label, record in batch:
                     try:
+                        hashes[path] = sha1_file(path)
                         image = read_image(Path(path))
                         detector.check_image(image, path)
                         good.append((path, rec_domain, label, image))
@@ -165,13 +176,15 @@ def write_roi_stage(detector: Detector, records: Iterable[Record], store: CellSt
                     elif len(result) == 0:
                         report.undetected += 1
                         store.add_image(path, rec_domain, label, status="undetected",
-                                        reason=result.undetected_reason or "no detection")
+                                        reason=result.undetected_reason or "no detection",
+                                        content_sha1=hashes.pop(path), retry=retry_errors)
                     else:
                         report.cells_found += len(result)
                         report.fallback += int(result.fallback)
                         store.add_image(path, rec_domain, label, status="ok",
                                         reason=FALLBACK_REASON if result.fallback else "",
-                                        cells=_cells(result, store))
+                                        cells=_cells(result, store), content_sha1=hashes.pop(path),
+                                        retry=retry_errors)
                 since_flush += len(batch)
                 if since_flush >= flush_every:
                     store.flush()
