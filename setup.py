@@ -25,8 +25,9 @@ INSTALL_REQUIRES = [
 ]
 
 # Every command-line program aecfe/cli/NAME.py (with main(argv=None) -> int) is installed as aecfe-NAME
-# (underscores as dashes); scripts/NAME.py runs the same program from a checkout.
-CONSOLE_SCRIPTS = [f"aecfe-{path.stem.replace('_', '-')}=aecfe.cli.{path.stem}:main"
+# (underscores as dashes), through aecfe.cli.run_program (one clear line and exit 2 on the package's own
+# errors); scripts/NAME.py runs the same program from a checkout.
+CONSOLE_SCRIPTS = [f"aecfe-{path.stem.replace('_', '-')}=aecfe.cli._entry:{path.stem}"
                    for path in sorted(Path(__file__).parent.joinpath("aecfe", "cli").glob("[!_]*.py"))]
 
 setup(

@@ -1,0 +1,107 @@
+"""Command-line programs: each ``aecfe/cli/NAME.py`` has ``main(argv=None) -> int`` and is installed as
+``aecfe-NAME`` (underscores as dashes); ``scripts/NAME.py`` and ``python -m aecfe.cli NAME`` run the same.
+
+Every way of starting a program goes through :func:`run_program`, the one place where the package's own
+errors (:class:`aecfe.errors.AecfeError`: bad input, a damaged store, a bad checkpoint) become one clear line
+on stderr and exit status 2, without a traceback. Argument values are checked by the parser with the types
+below (``--batch-size 0`` is a usage error, exit 2, naming the option).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import math
+import sys
+from typing import Callable, Sequence
+
+from aecfe.errors import AecfeError
+
+EXIT_ERROR = 2
+"""Exit status of a usage error (argparse's) and of the package's own errors."""
+EXIT_NOTHING_PROCESSED = 1
+"""Exit status of a run that finished but could process none of its inputs."""
+
+
+def program_name(main: Callable) -> str:
+    """``aecfe-extract-features`` for ``aecfe.cli.extract_features.main``."""
+    return "aecfe-" + main.__module__.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def run_program(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None,
+                prog: str | None = None) -> int:
+    """Run ``main(argv)`` as a command and return its exit status.
+
+    An :class:`~aecfe.errors.AecfeError` prints ``<prog>: error: <message>`` on stderr (the message names the
+    file and the problem; through logging when the program configured it, so it lands where its log goes)
+    and returns 2; Ctrl-C prints ``<prog>: interrupted`` and returns 130. Anything else
+    is a bug and keeps its traceback.
+    """
+    prog = prog or program_name(main)
+    try:
+        return int(main(None if argv is None else list(argv)) or 0)
+    except AecfeError as err:
+        _say(f"{prog}: error: {err}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def command(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    """Decorator: ``main(argv)`` returns :func:`run_program`'s exit status instead of raising the package's
+    errors, for programs whose ``main`` is also called from Python (tests, other programs). Entry points wrap
+    every program with :func:`run_program` anyway; a second wrap changes nothing."""
+    @functools.wraps(main)
+    def wrapped(argv: Sequence[str] | None = None) -> int:
+        return run_program(main, argv)
+
+    return wrapped
+
+
+def _say(line: str) -> None:
+    """One line to the program's log when logging is configured, else to stderr."""
+    if logging.getLogger().handlers:
+        logging.getLogger("aecfe.cli").error("%s", line)
+    else:
+        print(line, file=sys.stderr)
+
+
+def _number(kind: type, text: str, check: Callable[[float], bool], wanted: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value) or not check(value):
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(int, text, lambda v: v >= 1, "an integer >= 1")
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(int, text, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(float, text, lambda v: v > 0, "a number > 0")
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _number(float, text, lambda v: v >= 0, "a number >= 0")
+
+
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1] (a score threshold, a probability)."""
+    return _number(float, text, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def open_fraction(text: str) -> float:
+    """argparse type: a number in (0, 1) (a test fraction)."""
+    return _number(float, text, lambda v: 0 < v < 1, "a number in (0, 1)")

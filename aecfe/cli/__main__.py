@@ -12,7 +12,7 @@ def main(argv=None) -> int:
     if not argv or argv[0] not in names:
         print(f"usage: python -m aecfe.cli {{{','.join(names)}}} [ARGS...]", file=sys.stderr)
         return 2
-    return importlib.import_module(f"aecfe.cli.{argv[0]}").main(argv[1:])
+    return aecfe.cli.run_program(importlib.import_module(f"aecfe.cli.{argv[0]}").main, argv[1:])
 
 
 if __name__ == "__main__":

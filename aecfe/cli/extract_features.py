@@ -7,6 +7,7 @@ Usage::
     aecfe-extract-features --domain lab1=imgs/lab1 --coco lab2=lab2/annotations.json --files more.txt ...
     aecfe-extract-features ... --shard 0/4 --out runs/shard0.h5      # one of 4 shards (0/4 .. 3/4)
     aecfe-extract-features --merge runs/shard*.h5 --out runs/cells.h5
+    aecfe-extract-features --class-folders data/cls --report-duplicates [--out dups.json]   # no detector
 
 Inputs (repeatable, combinable): ``--class-folders DIR`` (``DIR/<domain>/<class>/<image>``), ``--domain
 NAME=DIR`` (``DIR/<class>/<image>``), ``--coco NAME=JSON`` (whole fields, unlabelled), ``--files LIST``
@@ -18,6 +19,14 @@ already in it and continues each embedding at its committed row count, and gives
 uninterrupted run. The run report (images read, cells found, images skipped and why, per domain) is
 written to ``<out>.report.json`` and logged. ``--merge`` joins shard stores with
 :func:`aecfe.store.merge_stores` and reports on the result.
+
+An image is its resolved path (the same folder given as ``../data`` or ``/abs/data``, or a run from another
+directory, is not detected twice), and its row records the SHA-1 of the file's bytes: byte-identical copies
+under other names or in other domains are counted in the report (``duplicates``). ``--report-duplicates``
+hashes the inputs and reports those groups without a detector or a store. Images recorded as errors count as
+done unless ``--retry-errors``. The store is created only once the inputs, options and models are loaded.
+Exit status: 0 done; 1 the run had images but none could be read (every one an error); 2 a usage error or
+one of aecfe's errors (one line on stderr naming the file and the problem).
 """
 from __future__ import annotations
 
@@ -26,10 +35,11 @@ import json
 import logging
 from pathlib import Path
 
-from aecfe.errors import AecfeError, InputError
+from aecfe.cli import EXIT_NOTHING_PROCESSED, command, positive_int, probability, run_program
+from aecfe.errors import InputError
 from aecfe.pipeline import (BASELINE_EMBEDDINGS, RAW_PIXEL_SIDE, autoencoder_stage, baseline_stage,
-                            extraction_report, gather_images, parse_named_path, parse_shard, run_extraction,
-                            write_report)
+                            duplicate_report, extraction_report, format_report, gather_images,
+                            nothing_processed, parse_named_path, parse_shard, run_extraction, write_report)
 from aecfe.store import CellStore, merge_stores
 
 logger = logging.getLogger(__name__)
@@ -43,9 +53,12 @@ def _named_path(text: str) -> tuple[str, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from detectors.torchvision_backend import BACKBONES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="the cell store (HDF5) to write or resume")
+    parser.add_argument("--out", type=Path, help="the cell store (HDF5) to write or resume (required except "
+                                                 "with --report-duplicates, where it is the JSON report)")
     inputs = parser.add_argument_group("inputs (repeatable)")
     inputs.add_argument("--class-folders", type=Path, action="append", default=[], metavar="DIR",
                         help="DIR/<domain>/<class>/<image>")
@@ -58,30 +71,38 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--fields", action="store_true",
                         help="class-folder and list images are fields with several cells, not single-cell crops")
     inputs.add_argument("--shard", help="process shard i/n of the sorted image list (i counted from 0)")
+    inputs.add_argument("--allow-outside-paths", action="store_true",
+                        help="accept COCO file_name entries that lead outside the annotation file's folder")
+    inputs.add_argument("--retry-errors", action="store_true",
+                        help="run the images the store records as errors again (default: they count as done)")
+    inputs.add_argument("--report-duplicates", action="store_true",
+                        help="only hash the inputs and report byte-identical images (no detector, no store)")
     detector = parser.add_argument_group("detector")
     detector.add_argument("--detector-checkpoint", type=Path, help="trained detector (detectors.training)")
     detector.add_argument("--detector-backend", default="torchvision")
-    detector.add_argument("--backbone", default=None, help="detector backbone (default: the checkpoint's)")
-    detector.add_argument("--min-size", type=int, default=None, help="detector input resize: shorter side")
-    detector.add_argument("--max-size", type=int, default=None, help="detector input resize: longer side cap")
-    detector.add_argument("--score-threshold", type=float, default=None, help="drop detections below this score")
+    detector.add_argument("--backbone", default=None, choices=BACKBONES,
+                          help="detector backbone (default: the checkpoint's)")
+    detector.add_argument("--min-size", type=positive_int, default=None, help="detector input resize: shorter side")
+    detector.add_argument("--max-size", type=positive_int, default=None, help="detector input resize: longer side cap")
+    detector.add_argument("--score-threshold", type=probability, default=None,
+                          help="drop detections below this score (0..1)")
     detector.add_argument("--fallback", choices=["none", "center"], default=None,
                           help="single-cell images without a detection: record as undetected (none) or use a "
                                "centred box (center)")
-    detector.add_argument("--batch-size", type=int, default=4, help="images per detector call")
+    detector.add_argument("--batch-size", type=positive_int, default=4, help="images per detector call")
     stages = parser.add_argument_group("stored stages and embeddings")
     stages.add_argument("--no-roi", action="store_true", help="do not store RoI features (256x14x14 float16)")
     stages.add_argument("--no-crops", action="store_true", help="do not store crops (3x128x128 uint8)")
     stages.add_argument("--autoencoder-checkpoint", type=Path, help="trained autoencoder: writes its embedding")
     stages.add_argument("--embedding-name", help="name of the autoencoder embedding (default ae_<alignment>)")
-    stages.add_argument("--encode-batch", type=int, default=256)
+    stages.add_argument("--encode-batch", type=positive_int, default=256)
     stages.add_argument("--baselines", nargs="*", choices=BASELINE_EMBEDDINGS, default=[],
                         help="baseline embeddings: rcnn_roi = RoI features averaged over 14x14 (256-d), "
                              f"raw_pixels = crop averaged to {RAW_PIXEL_SIDE}x{RAW_PIXEL_SIDE} RGB")
-    stages.add_argument("--chunk-cells", type=int, default=256, help="cells per store commit")
+    stages.add_argument("--chunk-cells", type=positive_int, default=256, help="cells per store commit")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="SHARD",
                         help="instead of extracting: merge these shard stores into --out")
-    parser.add_argument("--threads", type=int, help="torch threads")
+    parser.add_argument("--threads", type=positive_int, help="torch threads")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -107,7 +128,10 @@ def detector_factory_and_identity(args) -> tuple:
 
         # unset sizes stay unset: make_detector keeps the ones the checkpoint was trained with
         options = {key: value for key, value in config.items() if value is not None and key != "backend"}
-        return make_detector(args.detector_backend, checkpoint=str(args.detector_checkpoint), **options)
+        try:
+            return make_detector(args.detector_backend, checkpoint=str(args.detector_checkpoint), **options)
+        except ValueError as err:  # make_detector's checks of its options (InputError is one too)
+            raise InputError(f"{args.detector_checkpoint}: cannot build the detector: {err}") from err
 
     return build, model_identity(config, args.detector_checkpoint)
 
@@ -128,28 +152,56 @@ def merge(shards: list[Path], out: Path) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        if args.threads:
-            import torch
+def report_duplicates(args) -> dict:
+    """``--report-duplicates``: hash the inputs, log the groups of byte-identical images, write the JSON to
+    ``--out`` when given, print a one-line summary."""
+    listing = gather_images(class_folders=args.class_folders, domains=args.domain, coco=args.coco,
+                            files=args.files, fields=args.fields, allow_outside_paths=args.allow_outside_paths)
+    report = duplicate_report(listing)
+    if args.out is not None:
+        from aecfe.atomic import write_text_atomic
 
-            torch.set_num_threads(args.threads)
-        if args.merge:
-            merge(args.merge, args.out)
-            return 0
-        listing = gather_images(class_folders=args.class_folders, domains=args.domain, coco=args.coco,
-                                files=args.files, fields=args.fields)
-        factory, identity = detector_factory_and_identity(args)
-        embeddings = [baseline_stage(name) for name in args.baselines]
-        if args.autoencoder_checkpoint:
-            embeddings.append(autoencoder_stage(args.autoencoder_checkpoint, args.embedding_name, args.encode_batch))
-        run_extraction(listing, args.out, detector_factory=factory, detector_identity=identity,
-                       embeddings=embeddings, shard=parse_shard(args.shard), keep_roi=not args.no_roi,
-                       keep_crops=not args.no_crops, batch_size=args.batch_size, chunk_cells=args.chunk_cells,
-                       progress=not args.no_progress)
-    except AecfeError as err:
-        logger.error("%s", err)
-        return 2
+        write_text_atomic(args.out, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    found = report["duplicates"]
+    print(f"{report['hashed']} of {report['images']} images hashed: {found['groups']} groups of byte-identical "
+          f"images ({found['images']} images, {found['extra_copies']} extra copies); {found['cross_domain_groups']} "
+          f"groups ({found['cross_domain_images']} images) across domains")
+    return report
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out is None and not args.report_duplicates:
+        parser.error("--out is required (the cell store to write or resume)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.report_duplicates:
+        report_duplicates(args)
+        return 0
+    if args.merge:
+        merge(args.merge, args.out)
+        return 0
+    listing = gather_images(class_folders=args.class_folders, domains=args.domain, coco=args.coco,
+                            files=args.files, fields=args.fields, allow_outside_paths=args.allow_outside_paths)
+    factory, identity = detector_factory_and_identity(args)
+    embeddings = [baseline_stage(name) for name in args.baselines]
+    if args.autoencoder_checkpoint:
+        embeddings.append(autoencoder_stage(args.autoencoder_checkpoint, args.embedding_name, args.encode_batch))
+    report = run_extraction(listing, args.out, detector_factory=factory, detector_identity=identity,
+                            embeddings=embeddings, shard=parse_shard(args.shard), keep_roi=not args.no_roi,
+                            keep_crops=not args.no_crops, batch_size=args.batch_size, chunk_cells=args.chunk_cells,
+                            progress=not args.no_progress, retry_errors=args.retry_errors)
+    if nothing_processed(report):
+        logger.error("%s: none of the %d images could be read or detected (%s); see %s.report.json", args.out,
+                     report["images_in_run"], format_report(report).splitlines()[0], args.out)
+        return EXIT_NOTHING_PROCESSED
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_program(main))
