@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aecfe.cli import nonnegative_float, nonnegative_int, positive_float, positive_int
 from aecfe.errors import InputError
 from aecfe.store import CellStore, model_identity
 from extractors.autoencoder import GROUP_NORMS, INPUT_SCALINGS, ROI_SHAPE, AECFEAutoencoder, AutoencoderConfig
@@ -52,35 +53,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("store", type=Path, help="HDF5 cell store with RoI features and crops")
     parser.add_argument("--out", type=Path, required=True, help="run folder: logs, grids, checkpoint")
     model = parser.add_argument_group("model")
-    model.add_argument("--bottleneck", type=int, default=50)
+    model.add_argument("--bottleneck", type=positive_int, default=50)
     model.add_argument("--group-norm", choices=GROUP_NORMS, default="chunk")
     model.add_argument("--input-scaling", choices=INPUT_SCALINGS, default="minmax")
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="cells per batch and process")
-    train.add_argument("--lr", type=float, default=defaults.lr)
+    train.add_argument("--epochs", type=nonnegative_int, default=defaults.epochs)
+    train.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="cells per batch and process")
+    train.add_argument("--lr", type=positive_float, default=defaults.lr)
     train.add_argument("--alignment", choices=sorted(ALIGNMENT_LOSSES), default=defaults.alignment)
     train.add_argument("--alignment-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
                        help="option of the alignment loss, e.g. pairing=all, unbiased=false (repeatable)")
-    train.add_argument("--beta", type=float, default=defaults.beta, help="alignment weight")
+    train.add_argument("--beta", type=nonnegative_float, default=defaults.beta, help="alignment weight")
     train.add_argument("--source-domain", help="domain name used as alignment source (id 0)")
     train.add_argument("--balance-domains", action="store_true", help="domain-balanced batches")
     train.add_argument("--drop-last", action="store_true")
     train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--max-cells", type=int, help="train on a seeded random subset of this many cells")
+    train.add_argument("--max-cells", type=positive_int, help="train on a seeded random subset of this many cells")
     train.add_argument("--resume", type=Path, help="checkpoint to continue from")
     speed = parser.add_argument_group("speed and output")
-    speed.add_argument("--image-chunk-size", type=int, default=defaults.image_chunk_size,
+    speed.add_argument("--image-chunk-size", type=nonnegative_int, default=defaults.image_chunk_size,
                        help="cells per image-decoder micro-batch (0: whole batch); same result, less memory")
     speed.add_argument("--no-channels-last", action="store_true")
     speed.add_argument("--no-allocator-tuning", action="store_true",
                        help="leave glibc's allocator alone (slower on CPU, see tune_cpu_allocator)")
-    speed.add_argument("--threads", type=int, help="torch threads per process")
-    speed.add_argument("--grid-every", type=int, default=defaults.grid_every)
-    speed.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    speed.add_argument("--threads", type=positive_int, help="torch threads per process")
+    speed.add_argument("--grid-every", type=nonnegative_int, default=defaults.grid_every)
+    speed.add_argument("--checkpoint-every", type=nonnegative_int, default=defaults.checkpoint_every)
     speed.add_argument("--no-progress", action="store_true")
     speed.add_argument("--embedding", help="after training, write every cell's code into the store under this name")
-    speed.add_argument("--encode-batch", type=int, default=256)
+    speed.add_argument("--encode-batch", type=positive_int, default=256)
     return parser
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aecfe.cli import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
 from aecfe.io import scan_class_folders
 from detectors.evaluation import detection_rate, evaluate_coco, save_overlays
 from detectors.torchvision_backend import BACKBONES
@@ -40,33 +41,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone)
     parser.add_argument("--weights", default=None, help="torchvision weights enum name or local backbone "
                         "weights file (default: from scratch)")
-    parser.add_argument("--min-size", type=int, default=defaults.min_size)
-    parser.add_argument("--max-size", type=int, default=defaults.max_size)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--max-seconds", type=float, default=None, help="stop (with a checkpoint) after this long")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--min-size", type=positive_int, default=defaults.min_size)
+    parser.add_argument("--max-size", type=positive_int, default=defaults.max_size)
+    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs)
+    parser.add_argument("--max-steps", type=positive_int, default=None)
+    parser.add_argument("--max-seconds", type=positive_float, default=None, help="stop (with a checkpoint) after this long")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default=defaults.optimizer)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr)
+    parser.add_argument("--weight-decay", type=nonnegative_float, default=defaults.weight_decay)
+    parser.add_argument("--grad-clip", type=positive_float, default=defaults.grad_clip)
+    parser.add_argument("--warmup-steps", type=nonnegative_int, default=defaults.warmup_steps)
     parser.add_argument("--schedule", choices=("constant", "cosine"), default=defaults.schedule)
-    parser.add_argument("--augment-p", type=float, default=defaults.augment_p)
+    parser.add_argument("--augment-p", type=probability, default=defaults.augment_p)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument("--checkpoint-every", type=positive_int, default=defaults.checkpoint_every)
     parser.add_argument("--resume", type=Path, default=None, help="a last.pt to continue from")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="images held out for mAP (seeded)")
+    parser.add_argument("--val-fraction", type=probability, default=0.2, help="images held out for mAP (seeded)")
     parser.add_argument("--detection-rate", nargs="*", type=Path, default=[],
                         help="single-cell class folders (<root>/<class>/<image>) to report the detection rate on")
-    parser.add_argument("--detection-rate-max", type=int, default=None,
+    parser.add_argument("--detection-rate-max", type=positive_int, default=None,
                         help="at most this many images per detection-rate folder (seeded sample)")
     parser.add_argument("--maskrcnn-option", action="append", default=[], metavar="KEY=VALUE",
                         help="torchvision MaskRCNN option (integer or float value), e.g. box_batch_size_per_image=64")
-    parser.add_argument("--score-threshold", type=float, default=0.5, help="detector's working threshold")
-    parser.add_argument("--overlays", type=int, default=8, help="held-out overlay PNGs to write")
+    parser.add_argument("--score-threshold", type=probability, default=0.5, help="detector's working threshold")
+    parser.add_argument("--overlays", type=nonnegative_int, default=8, help="held-out overlay PNGs to write")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
