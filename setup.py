@@ -11,7 +11,7 @@ INSTALL_REQUIRES = [
     "torchvision==0.28.0",
     "numpy>=1.24",
     "scipy>=1.10",
-    "scikit-learn>=1.4",
+    "scikit-learn>=1.6",  # classifiers/heads.py: sklearn.utils.validation.validate_data (new in 1.6)
     "xgboost-cpu>=2.0",
     "umap-learn>=0.5",
     "h5py>=3.12",

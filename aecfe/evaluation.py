@@ -6,6 +6,14 @@ otherwise unstratified (the reason is logged and kept in :attr:`CrossDomainResul
 domain depends only on (seed, domain name, that domain's labels), not on the other domains, so the deep DG
 baselines reuse the same splits by calling :func:`domain_splits` with the same seed.
 
+Groups. With ``groups`` (one key per sample, e.g. :meth:`aecfe.store.CellStore.cell_groups`: the SHA-1 of the
+cell's image file), every group is split as one unit: the cells of one image, and byte-identical copies of
+an image under other names, never fall on both sides of a domain's split (a copy in the test part of an
+image trained on inflates in-domain accuracy). Copies in *different* domains cannot be kept apart by a
+split (the domain is the split); they are counted in ``config["groups_across_domains"]`` (groups, samples),
+logged and noted in the report. Without groups (or when every group is a single sample) the splits are
+exactly the ungrouped ones.
+
 Protocols (the ``protocol`` / ``variant`` columns of the results):
 
 * ``matrix`` (AE-CFE thesis, METHODS.md §1.9 and §8.5): one model per domain, trained on its training part,
@@ -91,35 +99,66 @@ def domain_seed(seed: int, domain: str) -> int:
     return int(np.random.SeedSequence([int(seed), zlib.crc32(str(domain).encode("utf-8"))]).generate_state(1)[0])
 
 
-def domain_splits(y, domains, seed: int, test_size: float = 0.2) -> dict[str, DomainSplit]:
+def domain_splits(y, domains, seed: int, test_size: float = 0.2, groups=None) -> dict[str, DomainSplit]:
     """Split each domain into training and test parts (``test_size`` of it, at least one sample, in test).
 
     Args:
         y: (N,) labels. domains: (N,) domain names.
         seed: split seed; each domain uses :func:`domain_seed` (seed, domain).
         test_size: fraction in (0, 1) of each domain put in its test part.
+        groups: optional (N,) group keys; the samples of a group go to the same part (module docstring).
+            The split is made over each domain's groups (in order of first appearance, stratified by the
+            label of each group's first sample), so ``test_size`` is a fraction of groups.
 
     Returns:
-        ``{domain: DomainSplit}`` in sorted domain order. A domain with a single sample has no test part.
+        ``{domain: DomainSplit}`` in sorted domain order. A domain with a single sample (group) has no
+        test part.
     """
     y, domains = np.asarray(y), np.asarray(domains)
     if not 0 < test_size < 1:
         raise InputError(f"test_size must be in (0, 1), got {test_size}")
-    if len(y) != len(domains):
-        raise InputError(f"y has {len(y)} samples but domains has {len(domains)}")
+    if len(y) != len(domains) or (groups is not None and len(groups) != len(y)):
+        raise InputError(f"y has {len(y)} samples but domains has {len(domains)}"
+                         + ("" if groups is None else f" and groups {len(groups)}"))
+    groups = None if groups is None else np.asarray(groups)
     splits = {}
     for domain in np.unique(domains):
         indices = np.flatnonzero(domains == domain)
-        reason = _unstratified_reason(y[indices], test_size)
-        if len(indices) < 2:
-            train, test = indices, indices[:0]
+        units, members = _group_units(indices, None if groups is None else groups[indices])
+        reason = _unstratified_reason(y[units], test_size)
+        if len(units) < 2:
+            train, test = units, units[:0]
         else:
-            train, test = train_test_split(indices, test_size=test_size, random_state=domain_seed(seed, domain),
-                                           stratify=None if reason else y[indices])
+            train, test = train_test_split(units, test_size=test_size, random_state=domain_seed(seed, domain),
+                                           stratify=None if reason else y[units])
         if reason:
             logger.warning("domain %r (seed %d): unstratified split: %s", domain, seed, reason)
+        train, test = members(train), members(test)
         splits[str(domain)] = DomainSplit(str(domain), np.sort(train), np.sort(test), not reason, reason)
     return splits
+
+
+def _group_units(indices: np.ndarray, keys: np.ndarray | None) -> tuple[np.ndarray, Callable]:
+    """(one representative sample per group, in order of first appearance; a function mapping chosen
+    representatives to every sample of their groups). Without keys every sample is its own group."""
+    if keys is None:
+        return indices, lambda chosen: chosen
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    representative_of = indices[first][inverse]  # per sample, its group's representative
+
+    def members(chosen: np.ndarray) -> np.ndarray:
+        return indices[np.isin(representative_of, chosen)]
+
+    return indices[np.sort(first)], members
+
+
+def groups_across_domains(groups, domains) -> dict:
+    """``{"groups": k, "samples": n}``: groups whose samples lie in more than one domain (byte-identical
+    copies of an image in several domains), and how many samples they hold."""
+    frame = pd.DataFrame({"group": np.asarray(groups), "domain": np.asarray(domains)})
+    spread = frame.groupby("group")["domain"].nunique()
+    crossing = spread.index[spread > 1]
+    return {"groups": int(len(crossing)), "samples": int(frame["group"].isin(crossing).sum())}
 
 
 def _unstratified_reason(labels: np.ndarray, test_size: float) -> str:
@@ -246,6 +285,12 @@ class CrossDomainResult:
             lines += ["## Test classes absent from training", "",
                       pairs[["protocol", "train_domain", "test_domain", "classes_missing_in_train"]]
                       .to_markdown(index=False), ""]
+        across = self.config.get("groups_across_domains")
+        if across and across["groups"]:
+            lines += ["## Copies across domains", "",
+                      f"{across['groups']} groups of identical images ({across['samples']} samples) lie in more than "
+                      "one domain; within a domain every group stays on one side of the split, but across domains "
+                      "such copies are on both sides of every cross-domain score.", ""]
         notes = self.splits[~self.splits["stratified"]].drop_duplicates(["domain", "reason"])
         if not notes.empty:
             lines += ["## Unstratified splits", "", notes[["seed", "domain", "reason"]].to_markdown(index=False), ""]
@@ -294,7 +339,8 @@ def format_mean_std(values: pd.Series) -> str:
 def evaluate_cross_domain(X, y, domains, head: str | Callable[..., Any] = "rf", seeds: Iterable[int] = (0, 1, 2),
                           protocols: Iterable[str] = PROTOCOLS, head_params: dict | None = None,
                           test_size: float = 0.2, lodo_variants: Iterable[str] = ("whole_domain",),
-                          domain_order: Sequence[str] | None = None, progress: bool = False) -> CrossDomainResult:
+                          domain_order: Sequence[str] | None = None, progress: bool = False,
+                          groups=None) -> CrossDomainResult:
     """Run the cross-domain protocols (module docstring) for every seed.
 
     Args:
@@ -307,8 +353,19 @@ def evaluate_cross_domain(X, y, domains, head: str | Callable[..., Any] = "rf", 
         lodo_variants: subset of ``VARIANTS["lodo"]``.
         domain_order: order of domains in the reports (default sorted); must list every domain.
         progress: show a tqdm bar over trainings.
+        groups: optional (N,) group keys (e.g. the content hash of each cell's image): a group never falls on
+            both sides of a domain's split; groups spanning several domains are counted in
+            ``config["groups_across_domains"]`` (module docstring).
     """
     y, domains = _check_inputs(X, y, domains)
+    across = None
+    if groups is not None:
+        if len(groups) != len(y):
+            raise InputError(f"groups has {len(groups)} entries for {len(y)} samples")
+        across = groups_across_domains(groups, domains)
+        if across["groups"]:
+            logger.warning("%d groups of identical samples (%d samples) lie in more than one domain: their copies "
+                           "are on both sides of every cross-domain evaluation", across["groups"], across["samples"])
     seeds, protocols, lodo_variants = list(seeds), list(protocols), list(lodo_variants)
     _check_choices("protocol", protocols, PROTOCOLS)
     _check_choices("lodo variant", lodo_variants, VARIANTS["lodo"])
@@ -324,7 +381,7 @@ def evaluate_cross_domain(X, y, domains, head: str | Callable[..., Any] = "rf", 
         logger.warning("leave-one-domain-out needs >= 2 domains, got %s: skipped", order)
     whole = {d: np.flatnonzero(domains == d) for d in order}
     for seed in seeds:
-        splits = domain_splits(y, domains, seed, test_size)
+        splits = domain_splits(y, domains, seed, test_size, groups)
         run.splits += [{"seed": seed, "domain": d, "n": len(whole[d]), "n_train": len(s.train),
                         "n_test": len(s.test), "stratified": s.stratified, "reason": s.reason}
                        for d, s in ((d, splits[d]) for d in order)]
@@ -352,7 +409,9 @@ def evaluate_cross_domain(X, y, domains, head: str | Callable[..., Any] = "rf", 
                     run.score(model, seed, "lodo", {variant: part}, source, target)
     bar.close()
     config = {"head": head_name, "head_params": dict(head_params or {}), "seeds": seeds, "protocols": protocols,
-              "lodo_variants": lodo_variants, "test_size": test_size}
+              "lodo_variants": lodo_variants, "test_size": test_size, "grouped": groups is not None}
+    if across is not None:
+        config["groups_across_domains"] = across
     return run.result(order, config)
 
 

@@ -9,8 +9,10 @@ Synthetic RoI features are spatially smoothed Gaussian noise (a 500-cell pool, c
 compression ratio stands in for real FPN features only roughly: re-run with ``--roi-npy`` on
 real features (an (n, 256, 14, 14) array) to measure your own. Figures are medians over
 ``--repeats``; layout options are compared side by side on a smaller subset (one pass each).
+The cost of the fletcher32 checksums (``StoreLayout.checksum``, on by default) is measured on both main
+workloads at full size: passes with and without checksums alternate, medians of ``--repeats`` each.
 
-    python scripts/benchmark_store.py [--out DIR] [--repeats 3]
+    python scripts/benchmark_store.py [--out DIR] [--repeats 3] [--skip-options] [--skip-checksum]
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from typing import Callable
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from aecfe.cli import positive_int
 from aecfe.store import CellStore, StoreLayout
 
 logger = logging.getLogger(__name__)
@@ -140,14 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="folder for results.json and the scratch files "
                         "(default: a temporary folder, deleted)")
-    parser.add_argument("--repeats", type=int, default=3, help="passes of the main workloads (median reported)")
-    parser.add_argument("--embedding-cells", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=50, help="embedding dimension")
-    parser.add_argument("--roi-cells", type=int, default=10_000)
-    parser.add_argument("--option-cells", type=int, default=500,
+    parser.add_argument("--repeats", type=positive_int, default=3, help="passes of the main workloads (median reported)")
+    parser.add_argument("--embedding-cells", type=positive_int, default=100_000)
+    parser.add_argument("--dim", type=positive_int, default=50, help="embedding dimension")
+    parser.add_argument("--roi-cells", type=positive_int, default=10_000)
+    parser.add_argument("--option-cells", type=positive_int, default=500,
                         help="RoI cells per layout option compared (embedding options use --embedding-cells)")
     parser.add_argument("--roi-npy", type=Path, help="real RoI features (n,256,14,14) .npy to use instead of synthetic")
     parser.add_argument("--skip-options", action="store_true", help="measure the default layout only")
+    parser.add_argument("--skip-checksum", action="store_true",
+                        help="do not compare the default layout with and without fletcher32 checksums")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -161,14 +166,23 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.out) as scratch:
         scratch = Path(scratch)
-        main_rows = {}
+        main_rows, checksum_rows = {}, {}
+        layouts = {"": StoreLayout()} if args.skip_checksum else {"": StoreLayout(),
+                                                                  ", no checksum": StoreLayout(checksum=False)}
         for name, n_cells, pool, dim in ((f"embeddings only (D={args.dim})", args.embedding_cells, None, args.dim),
                                          ("roi float16 256x14x14", args.roi_cells, roi_pool, None)):
-            passes = [measure(scratch / "main.h5", n_cells, StoreLayout(), args.seed + r, pool, dim)
-                      for r in range(args.repeats)]
-            main_rows[name] = _median_of(passes)
+            passes: dict[str, list[dict]] = {suffix: [] for suffix in layouts}
+            for r in range(args.repeats):  # alternate the layouts so that machine load hits both alike
+                for suffix, layout in layouts.items():
+                    passes[suffix].append(measure(scratch / "main.h5", n_cells, layout, args.seed + r, pool, dim))
+            main_rows[name] = _median_of(passes[""])
+            for suffix in layouts:
+                checksum_rows[f"{name}{suffix or ', fletcher32'}"] = _median_of(passes[suffix])
             logger.info("%s: %s", name, json.dumps(main_rows[name]))
         report = _table(f"Default layout, median of {args.repeats} passes", main_rows)
+        if not args.skip_checksum:
+            report += "\n\n" + _table(f"Checksums on (default) and off, median of {args.repeats} passes each",
+                                       checksum_rows)
         option_rows = {}
         if not args.skip_options:
             for name, layout in ROI_OPTIONS.items():
@@ -181,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             report += "\n\n" + _table("Layout options, one pass each", option_rows)
     print(report)
     if args.out:
-        results = {"main": main_rows, "options": option_rows, "repeats": args.repeats,
+        results = {"main": main_rows, "checksum": checksum_rows, "options": option_rows, "repeats": args.repeats,
                    "roi_source": str(args.roi_npy or "synthetic"),
                    "default_layout": dataclasses.asdict(StoreLayout())}
         (args.out / "benchmark_store.json").write_text(json.dumps(results, indent=2))

@@ -12,6 +12,10 @@ class map named like the domain (e.g. ``matek19``, ``pbc_barcelona``), or throug
 domain (``canonical`` when the store already holds canonical class names); labels the scheme drops are left
 out (count logged).
 
+Cells are grouped by the content hash of their image (:meth:`aecfe.store.CellStore.cell_groups`): the cells of
+one image and byte-identical copies of it stay on one side of each domain's split, and copies across domains
+are counted in the report (:mod:`aecfe.evaluation`, "Groups"). ``--no-groups`` splits cell by cell.
+
 Written under ``--out``: per head ``<head>/`` with the tables of
 :meth:`aecfe.evaluation.CrossDomainResult.to_files` (CSV + ``report.md``) and
 ``<head>/confusion/<protocol>_<variant>/<train>__<test>.png``; ``summary.md`` with the headline tables of
@@ -29,6 +33,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from aecfe.cli import open_fraction
 from aecfe.errors import AecfeError, InputError
 from aecfe.evaluation import PROTOCOLS, VARIANTS, CrossDomainResult, evaluate_cross_domain
 
@@ -38,8 +43,9 @@ STAGES = ("roi", "crops")
 """``--features`` values that name the store's per-cell stages instead of an embedding."""
 
 
-def load_features(store, features: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(X (N, D) float32, y (N,) object, domains (N,) str)`` of the labelled cells of an open store.
+def load_features(store, features: str | None, *, with_groups: bool = False) -> tuple[np.ndarray, ...]:
+    """``(X (N, D) float32, y (N,) object, domains (N,) str)`` of the labelled cells of an open store, and
+    with ``with_groups`` also ``groups`` (N,): each cell's :meth:`~aecfe.store.CellStore.cell_groups` key.
 
     ``features``: an embedding name, ``"roi"`` / ``"crops"`` (flattened), or None for the store's only
     embedding. Cells whose label is missing are left out (logged).
@@ -67,7 +73,8 @@ def load_features(store, features: str | None) -> tuple[np.ndarray, np.ndarray, 
     X = np.asarray(X, dtype=np.float32).reshape(len(labelled), -1)
     logger.info("%s: features %r, %d labelled cells x %d dims (%.1f MB)", store.path, features, X.shape[0],
                 X.shape[1], X.nbytes / 2**20)
-    return X, labels[labelled], cells["domain"].to_numpy(dtype=str)[labelled]
+    loaded = X, labels[labelled], cells["domain"].to_numpy(dtype=str)[labelled]
+    return (*loaded, store.cell_groups()[labelled]) if with_groups else loaded
 
 
 def relabel(y, domains, scheme: str, label_dataset: str | None = None) -> np.ndarray:
@@ -93,17 +100,20 @@ def run_evaluation(X, y, domains, out_dir: str | Path, heads: Sequence[str] = ("
                    seeds: Iterable[int] = (0, 1, 2), protocols: Iterable[str] = PROTOCOLS,
                    lodo_variants: Iterable[str] = ("whole_domain",), head_params: dict[str, dict] | None = None,
                    test_size: float = 0.2, umap: bool = True, umap_max_points: int = 5000,
-                   confusion_png: bool = True, progress: bool = False) -> dict[str, CrossDomainResult]:
+                   confusion_png: bool = True, progress: bool = False, groups=None) -> dict[str, CrossDomainResult]:
     """Evaluate each head on ``(X (N, D), y (N,), domains (N,))`` and write every table and figure.
 
     Samples with a missing label (None, NaN, "") are left out (logged). ``head_params``: per head name, the
-    keyword arguments of that head. Returns ``{head: CrossDomainResult}``; files: module docstring.
+    keyword arguments of that head. ``groups``: optional (N,) group keys kept on one side of each split
+    (:func:`aecfe.evaluation.evaluate_cross_domain`). Returns ``{head: CrossDomainResult}``; files: module
+    docstring.
     """
     y, domains = np.asarray(y, dtype=object), np.asarray(domains).astype(str)
     labelled = np.array([not (label is None or label == "" or pd.isna(label)) for label in y], dtype=bool)
     if not labelled.all():
         logger.info("%d of %d samples have no label and are left out", int((~labelled).sum()), len(y))
     X, y, domains = X[labelled], y[labelled].astype(str), domains[labelled]
+    groups = None if groups is None else np.asarray(groups)[labelled]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = pd.crosstab(pd.Series(y, name="class"), pd.Series(domains, name="domain"))
@@ -112,7 +122,7 @@ def run_evaluation(X, y, domains, out_dir: str | Path, heads: Sequence[str] = ("
     for head in heads:
         result = evaluate_cross_domain(X, y, domains, head=head, seeds=seeds, protocols=protocols,
                                        head_params=(head_params or {}).get(head), test_size=test_size,
-                                       lodo_variants=lodo_variants, progress=progress)
+                                       lodo_variants=lodo_variants, progress=progress, groups=groups)
         write_head_files({head: result}, out_dir, confusion_png)
         results[head] = result
     summary = out_dir / "summary.md"
@@ -209,10 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lodo-variant", nargs="+", default=["whole_domain"], choices=list(VARIANTS["lodo"]),
                         help="whole_domain: train on all of the other domains, test on all of the held-out one; "
                              "domainbed: their 80%% parts (SADA/BoDA tables)")
-    parser.add_argument("--test-size", type=float, default=0.2, help="test fraction of each domain's split")
+    parser.add_argument("--test-size", type=open_fraction, default=0.2, help="test fraction of each domain's split")
     parser.add_argument("--scheme", help="relabel into this label scheme first (e.g. five, aecfe13)")
     parser.add_argument("--label-dataset", help="with --scheme: class map for every domain's labels "
                                                 "(default: the map named like each domain)")
+    parser.add_argument("--no-groups", action="store_true",
+                        help="split cell by cell instead of keeping each image (and its byte-identical copies) on "
+                             "one side of each split")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP figures")
     parser.add_argument("--umap-max-points", type=int, default=5000)
     parser.add_argument("--no-confusion-png", action="store_true", help="skip the confusion-matrix figures")
@@ -228,13 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         head_params = parse_head_params(args.head_param, args.head, args.class_weight, args.n_jobs)
         with CellStore.open(args.store, mode="r") as store:
-            X, y, domains = load_features(store, args.features)
+            X, y, domains, groups = load_features(store, args.features, with_groups=True)
         if args.scheme:
             y = relabel(y, domains, args.scheme, args.label_dataset)
         run_evaluation(X, y, domains, args.out, heads=args.head, seeds=args.seeds, protocols=args.protocol,
                        lodo_variants=args.lodo_variant, head_params=head_params, test_size=args.test_size,
                        umap=not args.no_umap, umap_max_points=args.umap_max_points,
-                       confusion_png=not args.no_confusion_png, progress=True)
+                       confusion_png=not args.no_confusion_png, progress=True,
+                       groups=None if args.no_groups else groups)
     except AecfeError as err:
         logger.error("%s", err)
         return 2
