@@ -588,3 +588,103 @@ def test_every_kill_point_between_hdf5_flushes_is_recoverable(tmp_path, monkeypa
             write_small_run(store)
         assert_same_content(path, reference)
         path.unlink()
+
+
+# ------------------------------------------------------------------------------------------ issue 11: hardening
+def test_non_utf8_file_names_are_stored_losslessly_and_resume(tmp_path):
+    """A name that is not UTF-8 (bytes 0xe9, 0xff) used to crash flush and every resume."""
+    raw = b"img/caf\xe9_\xff.png"
+    name = os.fsdecode(raw)
+    path = tmp_path / "run.h5"
+    with CellStore.create(path, roi_shape=ROI, crop_shape=None, provenance={}, chunk_cells=1) as store:
+        store.add_image(name, os.fsdecode(b"lab\xe9"), cells=make_cells(2, 0, crop=None))
+        store.add_image("img/plain.png", "lab", status="undetected", reason="no cell")
+    with CellStore.open(path, mode="a") as store:
+        assert name in store.processed_images()
+        images = store.images()
+        assert os.fsencode(images["image_path"][0]) == raw and os.fsencode(images["domain"][0]) == b"lab\xe9"
+        assert store.cells()["image_path"].tolist() == [name, name]
+        with pytest.raises(InputError, match="already in the store"):
+            store.add_image(name, "lab")
+    with h5py.File(path, "r") as f:  # on disk: the raw bytes; plain h5py reads them back the same way
+        assert f["images/image_path"][0] == raw
+        assert f["images/image_path"].asstr(errors="surrogateescape")[0] == name
+
+
+def test_content_sha1_is_stored_and_groups_cells_of_identical_images(tmp_path):
+    digest = hashlib.sha1(b"same bytes").hexdigest()
+    with CellStore.create(tmp_path / "run.h5", roi_shape=None, crop_shape=None, provenance={}) as store:
+        store.add_image("a/x.png", "lab_a", cells=make_cells(2, 0, roi=None, crop=None), content_sha1=digest)
+        store.add_image("b/y.png", "lab_b", cells=make_cells(1, 1, roi=None, crop=None), content_sha1=digest)
+        store.add_image("c/z.png", "lab_b", cells=make_cells(1, 2, roi=None, crop=None))
+        with pytest.raises(InputError, match="content_sha1"):
+            store.add_image("d.png", "lab_b", status="undetected", content_sha1="not a hash")
+    with CellStore.open(tmp_path / "run.h5") as store:
+        assert store.images()["content_sha1"].tolist() == [digest, digest, ""]
+        assert store.cell_groups().tolist() == [digest, digest, digest, "path:c/z.png"]
+
+
+def test_error_rows_can_be_retried_and_are_superseded(tmp_path):
+    path = tmp_path / "run.h5"
+    with CellStore.create(path, roi_shape=ROI, crop_shape=None, provenance={}, chunk_cells=2) as store:
+        store.add_image("a.png", "lab", status="error", reason="unreadable: permission denied")
+        store.add_image("b.png", "lab", cells=make_cells(1, 0, crop=None))
+    with CellStore.open(path, mode="a") as store:
+        assert store.error_images() == {"a.png"}
+        assert store.processed_images(include_errors=False) == {"b.png"}
+        with pytest.raises(InputError, match="status 'error'"):
+            store.add_image("a.png", "lab", cells=make_cells(1, 1, crop=None))  # not without retry=True
+        store.add_image("a.png", "lab", cells=make_cells(1, 1, crop=None), retry=True)
+        with pytest.raises(InputError, match="already in the store"):
+            store.add_image("b.png", "lab", cells=make_cells(1, 1, crop=None), retry=True)  # only errors
+    with CellStore.open(path) as store:
+        images = store.images()
+        assert images["image_path"].tolist() == ["b.png", "a.png"] and set(images["status"]) == {"ok"}
+        assert store.images(include_retried=True)["status"].tolist() == ["retried", "ok", "ok"]
+        assert store.error_images() == set() and store.cells()["image_path"].tolist() == ["b.png", "a.png"]
+
+
+def _flip(path: Path, offset: int, n: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset:offset + n] = bytes(b ^ 0xFF for b in data[offset:offset + n])
+    path.write_bytes(bytes(data))
+
+
+def test_checksums_turn_flipped_bytes_into_an_error_naming_file_and_dataset(tmp_path):
+    """Uncompressed RoI features and embeddings used to come back silently wrong after a bit flip."""
+    path = tmp_path / "run.h5"
+    layout = StoreLayout(compression=None, compression_level=None, shuffle=False)
+    with CellStore.create(path, roi_shape=ROI, crop_shape=None, provenance={}, layout=layout) as store:
+        fill(store, 6, crop=None)
+        store.flush()
+        store.write_embedding("ae", 0, np.ones((len(store), 3)))
+    with h5py.File(path, "r") as f:
+        assert all(f[name].fletcher32 for name in ("cells/roi", "cells/box", "images/n_cells", "embeddings/ae"))
+        roi_offset = f["cells/roi"].id.get_chunk_info(0).byte_offset
+        embedding_offset = f["embeddings/ae"].id.get_chunk_info(0).byte_offset
+    _flip(path, roi_offset + 8)
+    _flip(path, embedding_offset + 4)
+    with CellStore.open(path) as store:  # the metadata is intact: it opens, and the damage shows on reading
+        with pytest.raises(StoreError, match=r"run\.h5: cannot read dataset /cells/roi .*filter returned failure"):
+            store.roi()
+        with pytest.raises(StoreError, match="/embeddings/ae"):
+            store.embedding("ae")
+        assert len(store.cells()) == len(store)  # undamaged datasets still read
+    report = store_module.verify_store(path)
+    assert not report.ok and len(report.problems) == 2
+    assert report.problems[0].startswith("/cells/roi rows 0:1") and "/embeddings/ae rows 0:" in report.problems[1]
+
+
+def test_verify_store_command_reports_intact_and_damaged_stores(store_path, tmp_path, capsys):
+    from aecfe.cli.verify_store import main
+
+    assert main([str(store_path), "--json", str(tmp_path / "v.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"{store_path}: ok:" in out and "/images/image_path" in out  # string columns: no checksum
+    assert json.loads((tmp_path / "v.json").read_text())[0]["ok"] is True
+    with h5py.File(store_path, "r") as f:
+        offset = f["cells/crop"].id.get_chunk_info(2).byte_offset
+    _flip(store_path, offset + 2)
+    assert main([str(store_path), "--quiet"]) == 1
+    assert f"{store_path}: /cells/crop rows 2:3:" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing.h5")]) == 1

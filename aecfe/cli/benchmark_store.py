@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="folder for results.json and the scratch files "
                         "(default: a temporary folder, deleted)")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="passes of the main workloads (median reported)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="passes of the main workloads (median reported)")
     parser.add_argument("--embedding-cells", type=positive_int, default=100_000)
     parser.add_argument("--dim", type=positive_int, default=50, help="embedding dimension")
     parser.add_argument("--roi-cells", type=positive_int, default=10_000)

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--input-scaling", choices=INPUT_SCALINGS, default="minmax")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=nonnegative_int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="cells per batch and process")
+    train.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                       help="cells per batch and process")
     train.add_argument("--lr", type=positive_float, default=defaults.lr)
     train.add_argument("--alignment", choices=sorted(ALIGNMENT_LOSSES), default=defaults.alignment)
     train.add_argument("--alignment-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",

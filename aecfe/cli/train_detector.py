@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-size", type=positive_int, default=defaults.max_size)
     parser.add_argument("--epochs", type=positive_int, default=defaults.epochs)
     parser.add_argument("--max-steps", type=positive_int, default=None)
-    parser.add_argument("--max-seconds", type=positive_float, default=None, help="stop (with a checkpoint) after this long")
+    parser.add_argument("--max-seconds", type=positive_float, default=None,
+                        help="stop (with a checkpoint) after this long")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default=defaults.optimizer)
     parser.add_argument("--lr", type=positive_float, default=defaults.lr)
