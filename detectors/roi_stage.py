@@ -69,8 +69,8 @@ def record_fields(record: Record, domain: str | None = None) -> tuple[str, str, 
 
     The path is the record's resolved path (:func:`aecfe.io.identity_path`), the store's resume key, so the
     same file reached by a relative, absolute or symlinked path is one image. ImageRecord: its path, domain
-    and canonical class. CocoImage: its path, ``domain`` or else the COCO set's folder name (``<set>/images/<file>`` -> ``<set>``), and its ``image_label``
-    attribute if any (BCCD) else no label.
+    and canonical class. CocoImage: its path, ``domain`` or else the COCO set's folder name
+    (``<set>/images/<file>`` -> ``<set>``), and its ``image_label`` attribute if any (BCCD) else no label.
     """
     if isinstance(record, ImageRecord):
         return str(identity_path(record.path)), domain or record.domain, record.canonical
