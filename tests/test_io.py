@@ -1,6 +1,8 @@
 """Readers: image modes and formats, bad files, folder-per-class scans, COCO files; real data."""
+import hashlib
 import json
 import logging
+import os
 from collections import Counter
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from PIL import Image, ImageFile
 from pycocotools import mask as mask_utils
 
+import aecfe.io as aecfe_io
 from aecfe.errors import AecfeError, InputError
 from aecfe.io import (ImageReadError, SkipCounter, image_size, load_coco, read_image,
                       scan_class_folders, scan_domains)
@@ -491,3 +494,100 @@ def test_real_coco_sets_load_with_masks(real_data_dir, name):
                 if a.get("segmentation")}
     assert areas == expected
     assert images[0].read().shape == (images[0].height, images[0].width, 3)
+
+
+# ------------------------------------------------------------------------------------------ issue 11: hardening
+def _tiny_coco(folder, file_name, image_folder=None):
+    """annotations.json in ``folder`` with one image entry ``file_name`` and one box."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"images": [{"id": 1, "file_name": file_name}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10]}],
+            "categories": [{"id": 1, "name": "wbc"}]}
+    (folder / "annotations.json").write_text(json.dumps(data))
+    return folder / "annotations.json"
+
+
+def test_decompression_bomb_is_a_counted_skip_not_a_crash(tmp_path, monkeypatch):
+    """image_size used to let PIL's DecompressionBombError through, aborting a COCO scan even with skip."""
+    _write_png(tmp_path / "images" / "bomb.png", side=64)
+    json_path = _tiny_coco(tmp_path, "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 > 2 x 1000: PIL raises its bomb error
+    with pytest.raises(ImageReadError, match="bomb.png: too large"):
+        image_size(tmp_path / "images" / "bomb.png")
+    with pytest.raises(ImageReadError, match="too large"):
+        read_image(tmp_path / "images" / "bomb.png")
+    skips = SkipCounter()
+    assert load_coco(json_path, on_error="skip", skips=skips) == []
+    assert skips.skipped == {"image file too large": 1}
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch, recwarn):
+    _write_png(tmp_path / "big.png", side=64)
+    monkeypatch.setattr(aecfe_io, "MAX_IMAGE_PIXELS", 64 * 64 - 1)
+    with pytest.raises(ImageReadError, match=r"big.png: too large \(64x64 = 4,096 pixels"):
+        read_image(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)  # PIL would only warn: we stay silent
+    monkeypatch.setattr(aecfe_io, "MAX_IMAGE_PIXELS", 10 ** 6)
+    assert read_image(tmp_path / "big.png").shape == (64, 64, 3)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_permission_error_is_unreadable_not_corrupt(tmp_path, monkeypatch):
+    _write_png(tmp_path / "locked.png")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Image, "open", refuse)
+    with pytest.raises(ImageReadError, match="locked.png: unreadable") as caught:
+        read_image(tmp_path / "locked.png")
+    assert caught.value.reason == "unreadable"
+    with pytest.raises(ImageReadError, match="unreadable"):
+        image_size(tmp_path / "locked.png")
+
+
+def test_gif_files_and_symlink_loops_are_counted_skips(tmp_path):
+    root = tmp_path / "lab"
+    _write_png(root / "neutrophil" / "n1.png")
+    Image.new("P", (24, 24)).save(root / "neutrophil" / "anim.gif")
+    os.symlink("loop.png", root / "neutrophil" / "loop.png")  # points at itself
+    (root / "neutrophil" / "notes.txt").write_text("not an image format: ignored as before")
+    skips = SkipCounter("images")
+    records = scan_class_folders(root, taxonomy="canonical", on_error="skip", skips=skips)
+    assert [r.path.name for r in records] == ["n1.png"]
+    assert skips.skipped == {"unsupported file type (.gif)": 1, "symlink loop": 1}
+    with pytest.raises(ImageReadError, match="loop.png: symlink loop"):
+        scan_class_folders(root, taxonomy="canonical")
+
+
+def test_coco_file_name_must_stay_inside_the_annotation_folder(tmp_path):
+    _write_png(tmp_path / "secret.png", side=40)
+    for file_name in ("../secret.png", str(tmp_path / "secret.png"), "./../set/../secret.png"):
+        json_path = _tiny_coco(tmp_path / "set", file_name)
+        with pytest.raises(InputError, match="outside the annotation folder"):
+            load_coco(json_path)
+        skips = SkipCounter()
+        assert load_coco(json_path, on_error="skip", skips=skips) == []
+        assert skips.skipped == {"image path outside the annotation folder": 1}
+        assert len(load_coco(json_path, allow_outside_paths=True)) == 1
+    _write_png(tmp_path / "set" / "sub" / "inside.png", side=40)
+    assert len(load_coco(_tiny_coco(tmp_path / "set", "sub/../sub/inside.png"))) == 1
+
+
+def test_identity_hash_and_duplicate_groups(tmp_path, monkeypatch):
+    _write_png(tmp_path / "a" / "x.png")
+    _write_png(tmp_path / "b" / "y.png")  # same bytes, another name and domain
+    _write_png(tmp_path / "a" / "z.png", side=30)
+    monkeypatch.chdir(tmp_path / "a")
+    assert aecfe_io.identity_path("../a/./x.png") == aecfe_io.identity_path(tmp_path / "a" / "x.png")
+    digest = aecfe_io.sha1_file(tmp_path / "a" / "x.png")
+    assert digest == hashlib.sha1((tmp_path / "a" / "x.png").read_bytes()).hexdigest()
+    skips = SkipCounter()
+    paths = [tmp_path / "a" / "x.png", tmp_path / "b" / "y.png", tmp_path / "a" / "z.png", tmp_path / "gone.png"]
+    hashes = aecfe_io.hash_images(paths, skips)
+    assert len(hashes) == 3 and skips.skipped == {"missing": 1}
+    groups = aecfe_io.find_duplicates([(p, p.parent.name, hashes.get(str(p), "")) for p in paths])
+    assert len(groups) == 1 and groups[0].cross_domain and groups[0].domains == ("a", "b")
+    summary = aecfe_io.duplicate_summary(groups)
+    assert {k: summary[k] for k in ("groups", "images", "extra_copies", "cross_domain_groups")} == {
+        "groups": 1, "images": 2, "extra_copies": 1, "cross_domain_groups": 1}
