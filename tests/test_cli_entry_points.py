@@ -29,3 +29,48 @@ def test_module_entry_dispatches():
     assert done.returncode == 0 and "--n-per-domain" in done.stdout
     unknown = subprocess.run([sys.executable, "-m", "aecfe.cli", "nope"], capture_output=True, text=True, cwd=ROOT)
     assert unknown.returncode == 2 and "usage: python -m aecfe.cli" in unknown.stderr
+
+
+def _run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args], capture_output=True,
+                          text=True, cwd=ROOT)
+
+
+def test_package_errors_are_one_line_and_exit_2_without_traceback(tmp_path):
+    """train_autoencoder and train_detector used to print full tracebacks for aecfe's own errors."""
+    for name, args in (("train_autoencoder", [str(tmp_path / "missing.h5"), "--out", str(tmp_path / "ae")]),
+                       ("train_detector", [str(tmp_path / "missing.json"), "--out", str(tmp_path / "det")])):
+        done = _run_script(name, *args)
+        assert done.returncode == 2, (name, done.stderr)
+        assert "Traceback" not in done.stderr and "missing." in done.stderr and "error:" in done.stderr
+
+
+def test_run_program_and_console_entry_handle_aecfe_errors(capsys, caplog):
+    from aecfe.cli import _entry, run_program
+    from aecfe.errors import StoreError
+
+    def main(argv):
+        raise StoreError(f"run.h5: damaged ({argv})")
+
+    assert run_program(main, ["x"], prog="aecfe-test") == 2
+    said = capsys.readouterr().err + caplog.text  # stderr, or the log when logging is configured
+    assert said.count("aecfe-test: error: run.h5: damaged (['x'])") == 1
+    assert callable(_entry.verify_store) and _entry.verify_store([str(ROOT / "no_such_store.h5")]) == 1
+    with pytest.raises(AttributeError):
+        _entry.not_a_program
+
+
+@pytest.mark.parametrize("argv", [["--max-cells", "0"], ["--lr", "-1"], ["--batch-size", "0"]])
+def test_train_autoencoder_parser_rejects_bad_values(argv, capsys):
+    from aecfe.cli.train_autoencoder import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["store.h5", "--out", "run", *argv])
+    assert stop.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+def test_dependency_bounds_cover_the_apis_used():
+    """classifiers/heads.py imports sklearn.utils.validation.validate_data, new in scikit-learn 1.6."""
+    text = (ROOT / "setup.py").read_text()
+    assert '"scikit-learn>=1.6"' in text
+    from sklearn.utils.validation import validate_data  # noqa: F401  the API the bound is for

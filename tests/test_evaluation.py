@@ -212,3 +212,42 @@ def test_macro_metrics_use_classes_present_in_the_test_set():
     report = per_class_report(y_true, y_pred, train_classes=["a", "b", "c"]).set_index("class")
     assert np.isnan(report.loc["c", "recall"]) and report.loc["c", "support"] == 0
     assert report.loc["c", "n_predicted"] == 1 and not report.loc["c", "in_test"]
+
+
+# ------------------------------------------------------------------------------------------ issue 11: groups
+def _with_copies(n_per_domain=40, seed=0):
+    """Two domains, three classes; every 4th sample of a domain is a copy of the one before it, and one image
+    of domain a is copied into domain b."""
+    rng = np.random.default_rng(seed)
+    domains = np.repeat(["a", "b"], n_per_domain)
+    y = np.tile(np.arange(3), 2 * n_per_domain // 3 + 1)[: 2 * n_per_domain].astype(str)
+    groups = np.array([f"g{i}" for i in range(2 * n_per_domain)], dtype=object)
+    for i in range(3, 2 * n_per_domain, 4):
+        groups[i], y[i] = groups[i - 1], y[i - 1]
+    groups[n_per_domain] = groups[0]  # an image of a, copied into b
+    X = rng.normal(size=(2 * n_per_domain, 4)) + y.astype(int)[:, None]
+    return X, y, domains, groups
+
+
+def test_grouped_splits_keep_every_copy_on_one_side():
+    X, y, domains, groups = _with_copies()
+    for seed in range(5):
+        for split in domain_splits(y, domains, seed, groups=groups).values():
+            assert not set(groups[split.train]) & set(groups[split.test])
+            assert len(split.train) + len(split.test) == (domains == split.domain).sum()
+    ungrouped = domain_splits(y, domains, 3)
+    unique = domain_splits(y, domains, 3, groups=np.arange(len(y)))  # singleton groups: the same splits
+    assert all(np.array_equal(ungrouped[d].test, unique[d].test) for d in ungrouped)
+    copies_split = any(set(groups[s.train]) & set(groups[s.test]) for seed in range(5)
+                       for s in domain_splits(y, domains, seed).values())
+    assert copies_split  # what grouping prevents: without it copies land on both sides
+
+
+def test_evaluate_cross_domain_reports_copies_across_domains():
+    X, y, domains, groups = _with_copies()
+    result = evaluate_cross_domain(X, y, domains, head=LogisticRegression, seeds=(0,), protocols=("matrix",),
+                                   groups=groups)
+    assert result.config["groups_across_domains"] == {"groups": 1, "samples": 2}
+    assert "## Copies across domains" in result.markdown()
+    with pytest.raises(InputError, match="groups"):
+        evaluate_cross_domain(X, y, domains, head=LogisticRegression, groups=groups[:5])

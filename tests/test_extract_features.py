@@ -322,3 +322,137 @@ def test_coco_fields_and_file_lists_run_through_the_pipeline(tmp_path, image_roo
     assert {d: c["cells"] for d, c in report["domains"].items()} == {"lab_z": 2, "smears": 3}
     with CellStore.open(tmp_path / "cells.h5") as store:
         assert store.cells()["label"].isna().all()
+
+
+# ------------------------------------------------------------------------------------------ issue 11: hardening
+def _good_image(root: Path) -> Path:
+    """A readable image of lab_a (not the corrupt or black one)."""
+    return sorted(p for p in (root / "lab_a").glob("*/*.png") if not p.name.startswith("zz_"))[0]
+
+
+def _copy_tree(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_resume_from_another_directory_or_path_form_does_no_work_twice(image_root, tmp_path, monkeypatch):
+    """The same folder as ../cls and as an absolute path used to be detected twice (48 images became 96)."""
+    root = _copy_tree(image_root, tmp_path / "data" / "cls")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    store = tmp_path / "run.h5"
+    first = extract(Path("../data/cls"), store)
+    assert first["images_detected_now"] == 20
+    monkeypatch.chdir(tmp_path)
+    again = extract(root.resolve(), store)
+    linked = tmp_path / "link"
+    linked.symlink_to(root)
+    via_link = extract(linked, store)
+    assert again["images_detected_now"] == 0 and via_link["images_detected_now"] == 0
+    with CellStore.open(store) as opened:
+        images = opened.images()
+        assert len(images) == 20 and images["image_path"].is_unique
+        assert all(Path(p).is_absolute() and str(root.resolve()) in p for p in images["image_path"])
+        readable = images[images["status"] != "error"]
+        assert (readable["content_sha1"].str.len() == 40).all()
+
+
+def test_extraction_report_counts_identical_images_across_domains(image_root, tmp_path):
+    root = _copy_tree(image_root, tmp_path / "cls")
+    source = _good_image(root)
+    copy = root / "lab_b" / source.parent.name / "copy_of_a.png"
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_bytes(source.read_bytes())
+    report = extract(root, tmp_path / "run.h5")
+    assert report["duplicates"]["groups"] == 1 and report["duplicates"]["cross_domain_groups"] == 1
+    assert sorted(report["duplicates"]["examples"][0]["domains"]) == ["lab_a", "lab_b"]
+
+
+def test_failed_start_leaves_nothing_that_blocks_the_corrected_run(image_root, tmp_path):
+    store = tmp_path / "run.h5"
+    listing = gather_images(class_folders=[image_root])
+    with pytest.raises(InputError, match="no detector was given"):
+        run_extraction(listing, store, detector_factory=None, detector_identity=None, progress=False)
+    assert not store.exists()
+
+    def broken_checkpoint():
+        raise InputError("det.pt: not a detector checkpoint")
+
+    with pytest.raises(InputError, match="det.pt"):
+        run_extraction(listing, store, detector_factory=broken_checkpoint, detector_identity={"x": 1}, progress=False)
+    assert not store.exists()
+    with pytest.raises(InputError, match="batch_size must be an integer >= 1"):
+        run_extraction(listing, store, detector_factory=fake_detector, detector_identity=IDENTITY, batch_size=0,
+                       progress=False)
+    assert not store.exists()
+    # an empty store left by an older failed start, with other provenance, is replaced
+    CellStore.create(store, provenance={"detector": {"other": True}, "autoencoder": None}).close()
+    report = extract(image_root, store)
+    assert report["totals"]["images"] == 20
+
+
+def test_retry_errors_runs_error_rows_again(image_root, tmp_path):
+    root = _copy_tree(image_root, tmp_path / "cls")
+    store = tmp_path / "run.h5"
+    first = extract(root, store)
+    assert first["totals"]["error"] == 1
+    Image.fromarray(np.full((96, 96, 3), 180, np.uint8)).save(root / "lab_a" / "neutrophil" / "zz_corrupt.png",
+                                                              format="PNG")  # the transient failure is gone
+    assert extract(root, store)["images_detected_now"] == 0  # errors count as done by default
+    retried = extract(root, store, retry_errors=True)
+    assert retried["images_detected_now"] == 1 and retried["totals"]["error"] == 0
+    assert retried["totals"]["images"] == 20 and retried["totals"]["ok"] == first["totals"]["ok"] + 1
+    with CellStore.open(store) as opened:
+        assert opened.images(include_retried=True)["status"].tolist().count("retried") == 1
+
+
+def test_non_utf8_file_list_and_names_are_extracted(image_root, tmp_path):
+    source = _good_image(image_root)
+    raw_name = os.fsencode(tmp_path) + b"/img_\xe9\xff.png"
+    with open(raw_name, "wb") as handle:
+        handle.write(source.read_bytes())
+    (tmp_path / "list.txt").write_bytes(b"img_\xe9\xff.png\tlab_x\tneutrophil\n")
+    listing = gather_images(files=[tmp_path / "list.txt"])
+    report = run_extraction(listing, tmp_path / "run.h5", detector_factory=fake_detector, detector_identity=IDENTITY,
+                            progress=False)
+    assert report["totals"]["ok"] == 1
+    with CellStore.open(tmp_path / "run.h5") as opened:
+        assert os.fsencode(opened.images()["image_path"][0]) == raw_name
+
+
+@pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--score-threshold", "5"), ("--min-size", "-5"),
+                                           ("--backbone", "resnet999"), ("--chunk-cells", "0")])
+def test_cli_rejects_bad_values_before_creating_anything(image_root, tmp_path, option, value, capsys):
+    from aecfe.cli.extract_features import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--class-folders", str(image_root), "--out", str(tmp_path / "x.h5"), option, value])
+    assert stop.value.code == 2 and option in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_cli_exits_non_zero_when_nothing_could_be_processed(tmp_path, monkeypatch):
+    import aecfe.cli.extract_features as cli
+
+    for name in ("a.png", "b.png"):
+        path = tmp_path / "cls" / "lab" / "neutrophil" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    monkeypatch.setattr(cli, "detector_factory_and_identity", lambda args: (fake_detector, IDENTITY))
+    assert cli.main(["--class-folders", str(tmp_path / "cls"), "--out", str(tmp_path / "x.h5"), "--no-progress"]) == 1
+
+
+def test_cli_report_duplicates_needs_no_detector_or_store(image_root, tmp_path, capsys):
+    from aecfe.cli.extract_features import main
+
+    root = _copy_tree(image_root, tmp_path / "cls")
+    source = _good_image(root)
+    (root / "lab_c" / source.parent.name).mkdir(exist_ok=True)
+    (root / "lab_c" / source.parent.name / "copy.png").write_bytes(source.read_bytes())
+    assert main(["--class-folders", str(root), "--report-duplicates", "--out", str(tmp_path / "dups.json")]) == 0
+    report = json.loads((tmp_path / "dups.json").read_text())
+    assert report["duplicates"]["groups"] == 1 and report["duplicates"]["cross_domain_images"] == 2
+    assert report["unreadable"] == {} and "1 groups of byte-identical images" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.h5"))
