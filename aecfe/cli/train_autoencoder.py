@@ -24,10 +24,12 @@ import torch
 
 from aecfe.errors import InputError
 from aecfe.store import CellStore, model_identity
-from extractors.autoencoder import GROUP_NORMS, INPUT_SCALINGS, ROI_SHAPE, AECFEAutoencoder, AutoencoderConfig
+from aecfe.plots import plot_learning_curves
+from extractors.autoencoder import (GROUP_NORMS, IMAGE_DECODERS, INPUT_SCALINGS, ROI_SHAPE, AECFEAutoencoder,
+                                    AutoencoderConfig)
 from extractors.losses import ALIGNMENT_LOSSES
-from extractors.trainer import (AutoencoderTrainer, RoiCropDataset, TrainerConfig, encode_dataset,
-                                init_distributed, tune_cpu_allocator)
+from extractors.trainer import (LR_SCHEDULES, PRECISIONS, AutoencoderTrainer, RoiCropDataset, TrainerConfig,
+                                encode_dataset, init_distributed, tune_cpu_allocator)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--bottleneck", type=int, default=50)
     model.add_argument("--group-norm", choices=GROUP_NORMS, default="chunk")
     model.add_argument("--input-scaling", choices=INPUT_SCALINGS, default="minmax")
+    model.add_argument("--image-decoder", choices=IMAGE_DECODERS, default="reference",
+                       help="reference: METHODS 1.5, 128 px; light: 64 px, ~10x cheaper")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=defaults.epochs)
     train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="cells per batch and process")
@@ -63,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--alignment-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
                        help="option of the alignment loss, e.g. pairing=all, unbiased=false (repeatable)")
     train.add_argument("--beta", type=float, default=defaults.beta, help="alignment weight")
+    train.add_argument("--beta-warmup-epochs", type=float, default=defaults.beta_warmup_epochs,
+                       help="the alignment weight rises linearly from 0 to --beta over these epochs")
+    train.add_argument("--variance-weight", type=float, default=defaults.variance_weight,
+                       help="weight of the VICReg variance floor on the code (0: off)")
+    train.add_argument("--variance-floor", type=float, default=defaults.variance_floor,
+                       help="per-dimension std the variance term asks of the code")
+    train.add_argument("--image-from-epoch", type=int, default=defaults.image_from_epoch,
+                       help="epochs before it train the encoder and feature decoder only (cheap path)")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule)
+    train.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                       help="bf16: autocast of the forward passes (CPUs with AVX512-BF16/AMX, recent GPUs)")
+    train.add_argument("--probe-cells", type=int, default=defaults.probe_cells,
+                       help="cells of the per-epoch code diagnostics (linear probes, spread, rank); 0: none")
     train.add_argument("--source-domain", help="domain name used as alignment source (id 0)")
     train.add_argument("--balance-domains", action="store_true", help="domain-balanced batches")
     train.add_argument("--drop-last", action="store_true")
@@ -76,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--no-allocator-tuning", action="store_true",
                        help="leave glibc's allocator alone (slower on CPU, see tune_cpu_allocator)")
     speed.add_argument("--threads", type=int, help="torch threads per process")
+    speed.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU of this process when there is one)")
     speed.add_argument("--grid-every", type=int, default=defaults.grid_every)
     speed.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     speed.add_argument("--no-progress", action="store_true")
@@ -100,24 +118,29 @@ def load_training_cells(store_path: Path, max_cells: int | None, source: str | N
                         seed: int) -> tuple[RoiCropDataset, list[str]]:
     """(RoiCropDataset, domain names in id order) from a cell store, optionally a seeded subset of cells.
 
-    RoI features are kept as float16 in memory (as stored: no precision lost, half the memory).
+    RoI features are kept as float16 in memory (as stored: no precision lost, half the memory). The cells' labels
+    (ids of the sorted label names, −1 when missing) go with them for the trainer's linear probe.
     """
     with CellStore.open(store_path, "r") as store:
-        domain_names = store.cells()["domain"].to_numpy(dtype=str)
+        cells = store.cells()
+        domain_names = cells["domain"].to_numpy(dtype=str)
+        label_names = cells["label"].fillna("").to_numpy(dtype=str)
         if len(domain_names) == 0:
             raise InputError(f"{store_path}: the store holds no cells")
         n = len(domain_names)
         subset = None
         if max_cells is not None and max_cells < n:
             subset = np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
-            domain_names, n = domain_names[subset], max_cells
+            domain_names, label_names, n = domain_names[subset], label_names[subset], max_cells
         domains, order = domain_ids(domain_names, source)
+        classes = sorted(set(label_names.tolist()) - {""})
+        labels = np.array([classes.index(name) if name else -1 for name in label_names], dtype=np.int64)
         roi = np.empty((n, *ROI_SHAPE), dtype=np.float16)
         for start in range(0, n, READ_BLOCK):
             block = slice(start, start + READ_BLOCK)
             roi[block] = store.roi(block if subset is None else subset[block])
         crops = store.crops(subset)
-    return RoiCropDataset(roi, crops, domains), order
+    return RoiCropDataset(roi, crops, domains, labels), order
 
 
 class _StoreRoi:
@@ -144,6 +167,15 @@ def write_embedding(store_path: Path, name: str, model: AECFEAutoencoder, checkp
     logger.info("wrote embedding %r (%d x %d) into %s", name, *codes.shape, store_path)
 
 
+def write_learning_curves(run: Path) -> Path | None:
+    """``curves.png`` from the run's ``curves.jsonl`` (against cells seen), if there is one."""
+    curves = run / "curves.jsonl"
+    if not curves.exists():
+        return None
+    records = [json.loads(line) for line in curves.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return plot_learning_curves({run.name: records}, run / "curves.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank, world_size = init_distributed()
@@ -151,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
-    if torch.cuda.is_available():
+    device = torch.device(args.device) if args.device else torch.device("cpu")
+    if args.device is None and torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if device.type == "cpu" and not args.no_allocator_tuning:
         tune_cpu_allocator()
@@ -163,20 +196,24 @@ def main(argv: list[str] | None = None) -> int:
                 len(dataset), domain_names, domain_names[0], world_size)
     torch.manual_seed(args.seed)
     model_config = AutoencoderConfig(bottleneck=args.bottleneck, group_norm=args.group_norm,
-                                     input_scaling=args.input_scaling)
+                                     input_scaling=args.input_scaling, image_decoder=args.image_decoder)
     model = AECFEAutoencoder(model_config).to(device)
     config = TrainerConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, alignment=args.alignment,
         alignment_options=dict(args.alignment_option), beta=args.beta, balance_domains=args.balance_domains,
         drop_last=args.drop_last, seed=args.seed, image_chunk_size=args.image_chunk_size,
         channels_last=not args.no_channels_last, grid_every=args.grid_every,
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+        beta_warmup_epochs=args.beta_warmup_epochs, variance_weight=args.variance_weight,
+        variance_floor=args.variance_floor, image_from_epoch=args.image_from_epoch, lr_schedule=args.lr_schedule,
+        precision=args.precision, probe_cells=args.probe_cells)
     trainer = AutoencoderTrainer(model, config, n_domains=len(domain_names), out_dir=args.out)
     if args.resume:
         trainer.load_checkpoint(args.resume)
         logger.info("resumed from %s at epoch %d", args.resume, trainer.epoch)
     trainer.fit(dataset)
     if rank == 0:
+        write_learning_curves(args.out)
         checkpoint = args.out / "checkpoint.pt"
         if not checkpoint.exists():  # resumed from a finished run elsewhere: nothing was trained
             trainer.save_checkpoint(checkpoint)
