@@ -42,9 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aecfe.errors import InputError
+from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
 
-ROI_SHAPE = (256, 14, 14)
-CROP_SHAPE = (3, 128, 128)
 INPUT_SCALINGS = ("minmax", "none")
 GROUP_NORMS = ("chunk", "torch")
 IMAGE_DECODERS = ("reference", "light")

@@ -446,7 +446,7 @@ class AutoencoderTrainer:
         """Code statistics and linear probes (:mod:`extractors.diagnostics`) of the current model on ``rows``."""
         if len(rows) == 0:
             return {}
-        codes = encode_dataset(self.model, dataset.roi[torch.as_tensor(rows)], batch_size=256)
+        codes = encode_dataset(self.model, dataset.features(rows)[0], batch_size=256)
         self.model.train()
         statistics = code_statistics(codes)
         statistics.update(linear_probe(codes, dataset.labels[rows], dataset.domains.numpy()[rows],

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from aecfe.cli.train_autoencoder import domain_ids, main, parse_option
+from aecfe.cli.train_autoencoder import main, parse_option
+from aecfe.training_cells import domain_ids
 from aecfe.errors import InputError
 from aecfe.store import CellStore
 from extractors.trainer import encode_dataset, load_autoencoder

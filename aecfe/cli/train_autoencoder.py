@@ -24,17 +24,14 @@ import torch
 
 from aecfe.errors import InputError
 from aecfe.store import CellStore, model_identity
+from aecfe.training_cells import load_training_cells
 from aecfe.plots import plot_learning_curves
-from extractors.autoencoder import (GROUP_NORMS, IMAGE_DECODERS, INPUT_SCALINGS, ROI_SHAPE, AECFEAutoencoder,
-                                    AutoencoderConfig)
+from extractors.autoencoder import GROUP_NORMS, IMAGE_DECODERS, INPUT_SCALINGS, AECFEAutoencoder, AutoencoderConfig
 from extractors.losses import ALIGNMENT_LOSSES
-from extractors.trainer import (LR_SCHEDULES, PRECISIONS, AutoencoderTrainer, RoiCropDataset, TrainerConfig,
-                                encode_dataset, init_distributed, tune_cpu_allocator)
+from extractors.trainer import (LR_SCHEDULES, PRECISIONS, AutoencoderTrainer, TrainerConfig, encode_dataset,
+                                init_distributed, tune_cpu_allocator)
 
 logger = logging.getLogger(__name__)
-
-READ_BLOCK = 1024  # cells read from the store at a time
-
 
 def parse_option(text: str) -> tuple[str, object]:
     """KEY=VALUE with VALUE read as JSON when it parses (numbers, true/false, lists), else as a string."""
@@ -85,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--drop-last", action="store_true")
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--max-cells", type=int, help="train on a seeded random subset of this many cells")
+    train.add_argument("--exclude-domain", action="append", default=[], metavar="NAME",
+                       help="leave this domain's cells out of training (repeatable; they are still encoded)")
     train.add_argument("--resume", type=Path, help="checkpoint to continue from")
     speed = parser.add_argument_group("speed and output")
     speed.add_argument("--image-chunk-size", type=int, default=defaults.image_chunk_size,
@@ -93,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--no-allocator-tuning", action="store_true",
                        help="leave glibc's allocator alone (slower on CPU, see tune_cpu_allocator)")
     speed.add_argument("--threads", type=int, help="torch threads per process")
+    speed.add_argument("--max-memory-gb", type=float, default=2.0,
+                       help="hold the training cells in memory up to this size, else stream them from the store")
+    speed.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                       help="force streaming from the store (--stream) or loading into memory (--no-stream)")
     speed.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU of this process when there is one)")
     speed.add_argument("--grid-every", type=int, default=defaults.grid_every)
     speed.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
@@ -100,47 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--embedding", help="after training, write every cell's code into the store under this name")
     speed.add_argument("--encode-batch", type=int, default=256)
     return parser
-
-
-def domain_ids(names, source: str | None) -> tuple[np.ndarray, list[str]]:
-    """Domain names (N,) -> ids (N,) and the ordered list of names: the source first, the rest sorted."""
-    names = np.asarray(names).astype(str)
-    present = sorted(set(names.tolist()))
-    source = present[0] if source is None else source
-    if source not in present:
-        raise InputError(f"source domain {source!r} is not in the store; domains: {present}")
-    order = [source] + [name for name in present if name != source]
-    lookup = {name: i for i, name in enumerate(order)}
-    return np.array([lookup[name] for name in names], dtype=np.int64), order
-
-
-def load_training_cells(store_path: Path, max_cells: int | None, source: str | None,
-                        seed: int) -> tuple[RoiCropDataset, list[str]]:
-    """(RoiCropDataset, domain names in id order) from a cell store, optionally a seeded subset of cells.
-
-    RoI features are kept as float16 in memory (as stored: no precision lost, half the memory). The cells' labels
-    (ids of the sorted label names, −1 when missing) go with them for the trainer's linear probe.
-    """
-    with CellStore.open(store_path, "r") as store:
-        cells = store.cells()
-        domain_names = cells["domain"].to_numpy(dtype=str)
-        label_names = cells["label"].fillna("").to_numpy(dtype=str)
-        if len(domain_names) == 0:
-            raise InputError(f"{store_path}: the store holds no cells")
-        n = len(domain_names)
-        subset = None
-        if max_cells is not None and max_cells < n:
-            subset = np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
-            domain_names, label_names, n = domain_names[subset], label_names[subset], max_cells
-        domains, order = domain_ids(domain_names, source)
-        classes = sorted(set(label_names.tolist()) - {""})
-        labels = np.array([classes.index(name) if name else -1 for name in label_names], dtype=np.int64)
-        roi = np.empty((n, *ROI_SHAPE), dtype=np.float16)
-        for start in range(0, n, READ_BLOCK):
-            block = slice(start, start + READ_BLOCK)
-            roi[block] = store.roi(block if subset is None else subset[block])
-        crops = store.crops(subset)
-    return RoiCropDataset(roi, crops, domains, labels), order
 
 
 class _StoreRoi:
@@ -191,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu" and not args.no_allocator_tuning:
         tune_cpu_allocator()
 
-    dataset, domain_names = load_training_cells(args.store, args.max_cells, args.source_domain, args.seed)
+    dataset, domain_names = load_training_cells(args.store, max_cells=args.max_cells, source=args.source_domain,
+                                                seed=args.seed, exclude_domains=args.exclude_domain,
+                                                max_memory_gb=args.max_memory_gb, stream=args.stream)
     logger.info("%d cells, domains %s (id = position; %r is the alignment source), %d process(es)",
                 len(dataset), domain_names, domain_names[0], world_size)
     torch.manual_seed(args.seed)
