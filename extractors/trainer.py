@@ -431,11 +431,20 @@ class AutoencoderTrainer:
     def _build_scheduler(self, steps_per_epoch: int) -> None:
         if self.config.lr_schedule != "onecycle" or self.scheduler is not None:
             return
+        total_steps = self.config.epochs * steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.config.lr,
-                                                             total_steps=self.config.epochs * steps_per_epoch)
-        if self._scheduler_state is not None:  # resumed: the schedule's position, and the learning rate and
-            self.scheduler.load_state_dict(self._scheduler_state[0])  # momentum it had set (which the
-            self.optimizer.load_state_dict(self._scheduler_state[1])  # scheduler's constructor overwrote)
+                                                             total_steps=total_steps)
+        if self._scheduler_state is None:
+            return
+        scheduler_state, optimizer_state = self._scheduler_state
+        if scheduler_state["total_steps"] == total_steps:  # resumed: the schedule's position, and the learning
+            self.scheduler.load_state_dict(scheduler_state)  # rate and momentum it had set (which the
+            self.optimizer.load_state_dict(optimizer_state)  # scheduler's constructor overwrote)
+        else:  # resumed with another number of epochs: the new schedule, at the step reached
+            logger.warning("the one-cycle schedule was %d steps and is now %d: continuing the new one at step %d",
+                           scheduler_state["total_steps"], total_steps, self.step)
+            self.scheduler.last_epoch = self.step - 1
+            self.scheduler.step()
 
     def probe_rows(self, dataset: RoiCropDataset) -> np.ndarray:
         """The fixed cells (sorted indices) of the per-epoch diagnostics: ``probe_cells`` of them, seeded."""

@@ -28,6 +28,7 @@ from aecfe.training_cells import load_training_cells
 from aecfe.plots import plot_learning_curves
 from extractors.autoencoder import GROUP_NORMS, IMAGE_DECODERS, INPUT_SCALINGS, AECFEAutoencoder, AutoencoderConfig
 from extractors.losses import ALIGNMENT_LOSSES
+from extractors.recipes import DEFAULT_RECIPE, RECIPES, recipe_configs
 from extractors.trainer import (LR_SCHEDULES, PRECISIONS, AutoencoderTrainer, TrainerConfig, encode_dataset,
                                 init_distributed, tune_cpu_allocator)
 
@@ -44,49 +45,59 @@ def parse_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+MODEL_FIELDS = ("bottleneck", "group_norm", "input_scaling", "image_decoder")
+TRAINER_FIELDS = ("epochs", "batch_size", "lr", "alignment", "beta", "beta_warmup_epochs", "variance_weight",
+                  "variance_floor", "image_from_epoch", "lr_schedule", "precision", "probe_cells", "balance_domains",
+                  "drop_last", "seed", "image_chunk_size", "grid_every", "checkpoint_every")
+FROM_RECIPE = argparse.SUPPRESS
+"""Default of every model and training option: absent from the parsed arguments, so the recipe's value holds."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainerConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store", type=Path, help="HDF5 cell store with RoI features and crops")
     parser.add_argument("--out", type=Path, required=True, help="run folder: logs, grids, checkpoint")
-    model = parser.add_argument_group("model")
-    model.add_argument("--bottleneck", type=int, default=50)
-    model.add_argument("--group-norm", choices=GROUP_NORMS, default="chunk")
-    model.add_argument("--input-scaling", choices=INPUT_SCALINGS, default="minmax")
-    model.add_argument("--image-decoder", choices=IMAGE_DECODERS, default="reference",
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                        help="named settings (extractors.recipes); every option below overrides one of them "
+                             f"(default: {DEFAULT_RECIPE})")
+    model = parser.add_argument_group("model (defaults: the recipe's)")
+    model.add_argument("--bottleneck", type=int, default=FROM_RECIPE)
+    model.add_argument("--group-norm", choices=GROUP_NORMS, default=FROM_RECIPE)
+    model.add_argument("--input-scaling", choices=INPUT_SCALINGS, default=FROM_RECIPE)
+    model.add_argument("--image-decoder", choices=IMAGE_DECODERS, default=FROM_RECIPE,
                        help="reference: METHODS 1.5, 128 px; light: 64 px, ~10x cheaper")
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="cells per batch and process")
-    train.add_argument("--lr", type=float, default=defaults.lr)
-    train.add_argument("--alignment", choices=sorted(ALIGNMENT_LOSSES), default=defaults.alignment)
+    train = parser.add_argument_group("training (defaults: the recipe's)")
+    train.add_argument("--epochs", type=int, default=FROM_RECIPE)
+    train.add_argument("--batch-size", type=int, default=FROM_RECIPE, help="cells per batch and process")
+    train.add_argument("--lr", type=float, default=FROM_RECIPE, help="(peak) learning rate of Adam")
+    train.add_argument("--alignment", choices=sorted(ALIGNMENT_LOSSES), default=FROM_RECIPE)
     train.add_argument("--alignment-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
-                       help="option of the alignment loss, e.g. pairing=all, unbiased=false (repeatable)")
-    train.add_argument("--beta", type=float, default=defaults.beta, help="alignment weight")
-    train.add_argument("--beta-warmup-epochs", type=float, default=defaults.beta_warmup_epochs,
+                       help="option of the alignment loss, e.g. standardize=false, pairing=all (repeatable)")
+    train.add_argument("--beta", type=float, default=FROM_RECIPE, help="alignment weight")
+    train.add_argument("--beta-warmup-epochs", type=float, default=FROM_RECIPE,
                        help="the alignment weight rises linearly from 0 to --beta over these epochs")
-    train.add_argument("--variance-weight", type=float, default=defaults.variance_weight,
+    train.add_argument("--variance-weight", type=float, default=FROM_RECIPE,
                        help="weight of the VICReg variance floor on the code (0: off)")
-    train.add_argument("--variance-floor", type=float, default=defaults.variance_floor,
+    train.add_argument("--variance-floor", type=float, default=FROM_RECIPE,
                        help="per-dimension std the variance term asks of the code")
-    train.add_argument("--image-from-epoch", type=int, default=defaults.image_from_epoch,
+    train.add_argument("--image-from-epoch", type=int, default=FROM_RECIPE,
                        help="epochs before it train the encoder and feature decoder only (cheap path)")
-    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule)
-    train.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=FROM_RECIPE)
+    train.add_argument("--precision", choices=PRECISIONS, default=FROM_RECIPE,
                        help="bf16: autocast of the forward passes (CPUs with AVX512-BF16/AMX, recent GPUs)")
-    train.add_argument("--probe-cells", type=int, default=defaults.probe_cells,
+    train.add_argument("--probe-cells", type=int, default=FROM_RECIPE,
                        help="cells of the per-epoch code diagnostics (linear probes, spread, rank); 0: none")
+    train.add_argument("--balance-domains", action=argparse.BooleanOptionalAction, default=FROM_RECIPE,
+                       help="domain-balanced batches")
+    train.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=FROM_RECIPE)
+    train.add_argument("--seed", type=int, default=FROM_RECIPE)
     train.add_argument("--source-domain", help="domain name used as alignment source (id 0)")
-    train.add_argument("--balance-domains", action="store_true", help="domain-balanced batches")
-    train.add_argument("--drop-last", action="store_true")
-    train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--max-cells", type=int, help="train on a seeded random subset of this many cells")
     train.add_argument("--exclude-domain", action="append", default=[], metavar="NAME",
                        help="leave this domain's cells out of training (repeatable; they are still encoded)")
     train.add_argument("--resume", type=Path, help="checkpoint to continue from")
     speed = parser.add_argument_group("speed and output")
-    speed.add_argument("--image-chunk-size", type=int, default=defaults.image_chunk_size,
+    speed.add_argument("--image-chunk-size", type=int, default=FROM_RECIPE,
                        help="cells per image-decoder micro-batch (0: whole batch); same result, less memory")
     speed.add_argument("--no-channels-last", action="store_true")
     speed.add_argument("--no-allocator-tuning", action="store_true",
@@ -97,12 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                        help="force streaming from the store (--stream) or loading into memory (--no-stream)")
     speed.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU of this process when there is one)")
-    speed.add_argument("--grid-every", type=int, default=defaults.grid_every)
-    speed.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    speed.add_argument("--grid-every", type=int, default=FROM_RECIPE)
+    speed.add_argument("--checkpoint-every", type=int, default=FROM_RECIPE)
     speed.add_argument("--no-progress", action="store_true")
     speed.add_argument("--embedding", help="after training, write every cell's code into the store under this name")
     speed.add_argument("--encode-batch", type=int, default=256)
     return parser
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[AutoencoderConfig, TrainerConfig]:
+    """The recipe's model and trainer configs with the options given on the command line."""
+    given = vars(args)
+    trainer = {name: given[name] for name in TRAINER_FIELDS if name in given}
+    if args.alignment_option:
+        trainer["alignment_options"] = dict(args.alignment_option)
+    trainer.update(channels_last=not args.no_channels_last, progress=not args.no_progress)
+    return recipe_configs(args.recipe, model={name: given[name] for name in MODEL_FIELDS if name in given},
+                          trainer=trainer)
 
 
 class _StoreRoi:
@@ -153,24 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu" and not args.no_allocator_tuning:
         tune_cpu_allocator()
 
+    model_config, config = configs_from_args(args)
+    logger.info("recipe %r: %s; %s", args.recipe, model_config.to_json(), config.to_json())
     dataset, domain_names = load_training_cells(args.store, max_cells=args.max_cells, source=args.source_domain,
-                                                seed=args.seed, exclude_domains=args.exclude_domain,
+                                                seed=config.seed, exclude_domains=args.exclude_domain,
                                                 max_memory_gb=args.max_memory_gb, stream=args.stream)
     logger.info("%d cells, domains %s (id = position; %r is the alignment source), %d process(es)",
                 len(dataset), domain_names, domain_names[0], world_size)
-    torch.manual_seed(args.seed)
-    model_config = AutoencoderConfig(bottleneck=args.bottleneck, group_norm=args.group_norm,
-                                     input_scaling=args.input_scaling, image_decoder=args.image_decoder)
+    torch.manual_seed(config.seed)
     model = AECFEAutoencoder(model_config).to(device)
-    config = TrainerConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, alignment=args.alignment,
-        alignment_options=dict(args.alignment_option), beta=args.beta, balance_domains=args.balance_domains,
-        drop_last=args.drop_last, seed=args.seed, image_chunk_size=args.image_chunk_size,
-        channels_last=not args.no_channels_last, grid_every=args.grid_every,
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-        beta_warmup_epochs=args.beta_warmup_epochs, variance_weight=args.variance_weight,
-        variance_floor=args.variance_floor, image_from_epoch=args.image_from_epoch, lr_schedule=args.lr_schedule,
-        precision=args.precision, probe_cells=args.probe_cells)
     trainer = AutoencoderTrainer(model, config, n_domains=len(domain_names), out_dir=args.out)
     if args.resume:
         trainer.load_checkpoint(args.resume)
