@@ -41,6 +41,7 @@ from aecfe.errors import InputError, StoreError
 from aecfe.io import (ImageRecord, SkipCounter, duplicate_summary, find_duplicates, hash_images, identity_path,
                       load_coco, log_duplicates, scan_class_folders, scan_domains)
 from aecfe.store import CellStore
+from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ EMBEDDING_BLOCK = 1024
 """Cells read, embedded and committed at a time by :func:`write_embedding_stage`."""
 BASELINE_EMBEDDINGS = ("rcnn_roi", "raw_pixels")
 RAW_PIXEL_SIDE = 8
-ROI_SHAPE = (256, 14, 14)
-CROP_SHAPE = (3, 128, 128)
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -144,3 +144,34 @@ def _save(figure: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     return path
+
+
+CURVE_PANELS = (("feature", "feature MSE"), ("image", "1 - SSIM"), ("alignment", "alignment (unweighted)"),
+                ("code_std", "code std (mean over dims)"), ("effective_rank", "code effective rank"),
+                ("probe_f1_macro", "in-lab linear-probe F1-macro (%)"),
+                ("domain_accuracy", "domain-probe balanced accuracy (%)"))
+
+
+def plot_learning_curves(runs: dict[str, Sequence[dict]], path: str | Path, x: str = "cells_seen") -> Path:
+    """Per-epoch learning curves of one or more autoencoder runs (records of ``curves.jsonl``), one panel per
+    quantity of :data:`CURVE_PANELS`, against ``x`` (``"cells_seen"``, ``"train_seconds"`` or ``"epoch"``).
+
+    ``runs`` maps a run's name to its records; a quantity a run did not log is left out of its panel.
+    """
+    figure = Figure(figsize=(4.2 * 4, 3.4 * 2), layout="constrained")
+    axes = figure.subplots(2, 4).ravel()
+    colours = _colours(len(runs))
+    for ax, (key, title) in zip(axes, CURVE_PANELS):
+        for colour, (name, records) in zip(colours, runs.items()):
+            points = [(r[x], r[key]) for r in records if r.get(key) is not None and np.isfinite(r[key])]
+            if points:
+                ax.plot(*zip(*points), marker=".", color=colour, label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(x.replace("_", " "), fontsize=8)
+        if key in ("feature", "code_std"):
+            ax.set_yscale("log")
+    axes[-1].axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        axes[-1].legend(handles, labels, loc="center", fontsize=8)
+    return _save(figure, path)

@@ -458,3 +458,20 @@ def load_taxonomy(dataset: str, scheme: str = CANONICAL) -> Taxonomy:
                            taxonomy.name, list(taxonomy.approximate_labels))
         _REGISTRY.taxonomies[key] = taxonomy
     return _REGISTRY.taxonomies[key]
+
+
+def relabel(y, domains, scheme: str, label_dataset: str | None = None) -> np.ndarray:
+    """Labels (N,) mapped into ``scheme``; None where the scheme drops the label.
+
+    Each domain's labels go through the class map of the dataset named like the domain, or of
+    ``label_dataset`` for all domains. :class:`InputError` for a domain with no class map or unknown labels.
+    """
+    y, domains = np.asarray(y, dtype=object), np.asarray(domains)
+    mapped = np.empty(len(y), dtype=object)
+    for domain in np.unique(domains):
+        rows = domains == domain
+        mapped[rows] = load_taxonomy(label_dataset or str(domain), scheme).map(y[rows])
+    dropped = sum(label is None for label in mapped)
+    if dropped:
+        logger.info("scheme %r drops %d of %d labels; those samples are left out", scheme, dropped, len(y))
+    return mapped

@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from aecfe.errors import InputError
+from aecfe.shapes import ROI_SHAPE
 
 logger = logging.getLogger(__name__)
 
-ROI_SHAPE = (256, 14, 14)
 CROP_SIZE = 128
 MIN_IMAGE_SIDE = 32
 """Images with a shorter side below this are rejected: too small to hold a white cell."""

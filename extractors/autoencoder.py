@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aecfe.errors import InputError
+from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
 
-ROI_SHAPE = (256, 14, 14)
-CROP_SHAPE = (3, 128, 128)
 INPUT_SCALINGS = ("minmax", "none")
 GROUP_NORMS = ("chunk", "torch")
+IMAGE_DECODERS = ("reference", "light")
 
 # (in, out, kernel, stride, groups of the faithful GN, groups of the nn.GroupNorm variant) per encoder block.
 _ENCODER_BLOCKS = (
@@ -146,11 +146,14 @@ class AutoencoderConfig(JsonConfig):
     bottleneck: size of the code z (reference 50; the thesis studied 5 … 1000).
     group_norm: ``"chunk"`` (faithful :class:`ChunkGroupNorm`) or ``"torch"`` (nn.GroupNorm, 40 groups on layer 1).
     input_scaling: how RoI features become h, see :func:`scale_roi_features`.
+    image_decoder: ``"reference"`` (METHODS §1.5, 3×128×128, ~2.8 GMAC per cell) or ``"light"`` (3×64×64 from
+    channels 128/64/32, ~0.29 GMAC per cell, ~10x cheaper), see :func:`image_decoder`.
     """
 
     bottleneck: int = 50
     group_norm: str = "chunk"
     input_scaling: str = "minmax"
+    image_decoder: str = "reference"
 
     def __post_init__(self):
         if not isinstance(self.bottleneck, int) or self.bottleneck < 1:
@@ -159,6 +162,8 @@ class AutoencoderConfig(JsonConfig):
             raise InputError(f"unknown group_norm {self.group_norm!r}; expected one of {GROUP_NORMS}")
         if self.input_scaling not in INPUT_SCALINGS:
             raise InputError(f"unknown input_scaling {self.input_scaling!r}; expected one of {INPUT_SCALINGS}")
+        if self.image_decoder not in IMAGE_DECODERS:
+            raise InputError(f"unknown image_decoder {self.image_decoder!r}; expected one of {IMAGE_DECODERS}")
 
 
 def _encoder(config: AutoencoderConfig) -> nn.Sequential:
@@ -179,18 +184,33 @@ def _feature_decoder(bottleneck: int) -> nn.Sequential:
     )
 
 
-def _image_decoder() -> nn.Sequential:
+def image_decoder(name: str = "reference") -> tuple[nn.Sequential, int]:
+    """(decoder ĥ (B,256,14,14) -> r̂ (B,3,S,S) in (0, 1), its output side S) for an ``IMAGE_DECODERS`` name.
+
+    * ``"reference"``: the five transposed convolutions of METHODS §1.5, S = 128.
+    * ``"light"``: ConvT 256→128 k4 s2 (30×30), ConvT 128→64 k4 s2 (62×62), ConvT 64→32 k3 (64×64), ConvT 32→3
+      k1 + sigmoid; S = 64. It is trained against the crop averaged to 64×64 (``F.interpolate(mode="area")``).
+    """
+    if name == "light":
+        return nn.Sequential(
+            nn.ConvTranspose2d(256, 128, 4, stride=2), nn.ReLU(),  # 128×30×30
+            nn.ConvTranspose2d(128, 64, 4, stride=2), nn.ReLU(),   # 64×62×62
+            nn.ConvTranspose2d(64, 32, 3), nn.ReLU(),              # 32×64×64
+            nn.ConvTranspose2d(32, 3, 1), nn.Sigmoid(),            # 3×64×64
+        ), 64
     return nn.Sequential(
         nn.ConvTranspose2d(256, 200, 5, stride=2), nn.ReLU(),     # 200×31×31
         nn.ConvTranspose2d(200, 180, 3, stride=2), nn.ReLU(),     # 180×63×63
         nn.ConvTranspose2d(180, 150, 3, stride=2), nn.ReLU(),     # 150×127×127
         nn.ConvTranspose2d(150, 128, 2), nn.ReLU(),               # 128×128×128
         nn.ConvTranspose2d(128, 3, 1), nn.Sigmoid(),              # 3×128×128
-    )
+    ), 128
 
 
 class AECFEAutoencoder(nn.Module):
-    """AE-CFE autoencoder: h (B,256,14,14) -> z (B,bottleneck), ĥ (B,256,14,14), r̂ (B,3,128,128).
+    """AE-CFE autoencoder: h (B,256,14,14) -> z (B,bottleneck), ĥ (B,256,14,14), r̂ (B,3,S,S).
+
+    S = ``image_size``: 128 for the reference image decoder, 64 for the light one (``config.image_decoder``).
 
     ``forward(h)`` returns (z, ĥ, r̂); ``encode(h)`` returns z only (the image decoder, ~97 % of the compute,
     is skipped). h is the *scaled* input: use :meth:`scale_input` on raw RoI features first.
@@ -207,7 +227,7 @@ class AECFEAutoencoder(nn.Module):
         self.config = config or AutoencoderConfig()
         self.encoder = _encoder(self.config)
         self.feature_decoder = _feature_decoder(self.config.bottleneck)
-        self.image_decoder = _image_decoder()
+        self.image_decoder, self.image_size = image_decoder(self.config.image_decoder)
 
     def scale_input(self, roi: Tensor) -> Tensor:
         """Raw RoI features (B,256,14,14) -> h, per ``config.input_scaling``."""
@@ -222,7 +242,7 @@ class AECFEAutoencoder(nn.Module):
         return self.feature_decoder(z[:, :, None, None])
 
     def decode_image(self, h_hat: Tensor) -> Tensor:
-        """ĥ (B,256,14,14) -> r̂ (B,3,128,128) in (0, 1)."""
+        """ĥ (B,256,14,14) -> r̂ (B,3,S,S) in (0, 1), S = ``image_size``."""
         return self.image_decoder(h_hat)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -325,6 +325,61 @@ class AdversarialAlignment(nn.Module):
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+class StandardizedAlignment(nn.Module):
+    """Any alignment loss computed on codes standardised with the statistics of the whole batch (all domains pooled).
+
+    For z (B, D): z̃ = (z − mean_B z) / sqrt(var_B z + eps) per dimension (biased variance over the B codes,
+    gradients flow through both statistics), then L = inner(z̃, domains). The loss is invariant to a per-dimension
+    affine map of the code (L(a·z + b) = L(z) for a > 0, up to eps), so it cannot be lowered by shrinking the code
+    toward a constant — the trivial minimum of the raw moment matching, which drove the reference code to a spread
+    of 0.001 on real cells (DESIGN, "Lessons about the autoencoder"). With the mean term of "mmd" this is a Fisher
+    ratio per dimension: the squared distance of the domain means over the pooled variance. Needs B ≥ 2.
+
+    Example:
+        >>> loss = StandardizedAlignment(MomentMatchingLoss())
+        >>> z = torch.tanh(torch.randn(8, 50)); domains = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+        >>> bool(torch.isclose(loss(z, domains), loss(0.01 * z + 0.3, domains), rtol=1e-3))
+        True
+    """
+
+    def __init__(self, inner: nn.Module, eps: float = 1e-8):
+        super().__init__()
+        self.inner = inner
+        self.eps = eps
+
+    def forward(self, z: Tensor, domains: Tensor) -> Tensor:
+        if len(z) < 2:
+            return _zero(z)
+        variance, mean = torch.var_mean(z, dim=0, correction=0)
+        return self.inner((z - mean) * torch.rsqrt(variance + self.eps), domains)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+class CodeVarianceFloor(nn.Module):
+    """VICReg's variance term on the code: L = (1/D)·Σ_j max(0, γ − sqrt(var_B z_j + eps)), z (B, D) -> scalar.
+
+    Zero while every dimension of the code spreads at least γ over the batch; a collapsing dimension is pushed back
+    (Bardes et al., ICLR 2022, eq. 1, with the standard deviation of the whole batch, all domains pooled).
+    """
+
+    def __init__(self, gamma: float = 0.1, eps: float = 1e-4):
+        super().__init__()
+        if gamma < 0:
+            raise InputError(f"the variance floor must be >= 0, got {gamma}")
+        self.gamma = gamma
+        self.eps = eps
+
+    def forward(self, z: Tensor) -> Tensor:
+        if len(z) < 2 or self.gamma == 0:
+            return _zero(z)
+        return F.relu(self.gamma - torch.sqrt(z.var(dim=0, correction=0) + self.eps)).mean()
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, eps={self.eps}"
+
+
 class NoAlignment(nn.Module):
     """"none" (AE-RF): no alignment; returns 0·Σz."""
 
@@ -342,12 +397,17 @@ ALIGNMENT_LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
+STANDARDIZABLE = ("mmd", "kmmd", "nd", "coral")
+"""The moment and kernel losses, which a constant code minimises; ``standardize=True`` makes them scale-free."""
+
+
 def make_alignment_loss(name: str, *, bottleneck: int | None = None, n_domains: int | None = None,
-                        source_domain: int | None = None, **options) -> nn.Module:
+                        source_domain: int | None = None, standardize: bool = False, **options) -> nn.Module:
     """Build the alignment loss registered as ``name`` with its ``options``.
 
     ``bottleneck``, ``n_domains`` and ``source_domain`` describe the training run; each is passed on only to the
     losses whose constructor takes it (and only when given), so callers can pass them for any loss.
+    ``standardize=True`` wraps the loss in :class:`StandardizedAlignment` (only the losses of ``STANDARDIZABLE``).
 
     Example:
         >>> make_alignment_loss("kmmd", n_domains=3, unbiased=False)
@@ -363,16 +423,23 @@ def make_alignment_loss(name: str, *, bottleneck: int | None = None, n_domains: 
     if unknown:
         raise InputError(f"alignment loss {name!r} takes no option(s) {sorted(unknown)}; "
                          f"it takes {sorted(accepted)}")
-    return cls(**kwargs, **options)
+    loss = cls(**kwargs, **options)
+    if not standardize:
+        return loss
+    if name not in STANDARDIZABLE:
+        raise InputError(f"standardize applies to the alignment losses {STANDARDIZABLE}, not {name!r}")
+    return StandardizedAlignment(loss)
 
 
 class AECFELoss(nn.Module):
-    """The AE-CFE objective: L = MSE(ĥ, h) + (1 − SSIM(r̂, r)) + β·alignment(z, domains)  (METHODS §1.6).
+    """The AE-CFE objective: L = MSE(ĥ, h) + (1 − SSIM(r̂, r)) + β·alignment(z, domains) [+ λ·variance(z)].
 
-    Inputs: z (B, D), ĥ and h (B, 256, 14, 14), r̂ and r (B, 3, 128, 128) in [0, 1], domains (B,) int64.
-    ``forward`` returns a dict of scalar tensors ``feature``, ``image``, ``alignment`` (unweighted) and ``total``.
-    β = 5 and SSIM window 10 / σ 1.5 are the reference code's values. ``alignment_options`` go to
-    :func:`make_alignment_loss` together with ``bottleneck``, ``n_domains`` and ``source_domain``.
+    METHODS §1.6 is the first three terms. Inputs: z (B, D), ĥ and h (B, 256, 14, 14), r̂ and r (B, 3, S, S) in
+    [0, 1] (S the image decoder's output side), domains (B,) int64. ``forward`` returns a dict of scalar tensors
+    ``feature``, ``image``, ``alignment`` (unweighted), ``variance`` when ``variance_weight`` > 0, and ``total``.
+    β = 5 and SSIM window 10 / σ 1.5 are the reference code's values. ``variance_weight`` λ and ``variance_floor``
+    γ add :class:`CodeVarianceFloor` (off by default). ``alignment_options`` go to :func:`make_alignment_loss`
+    together with ``bottleneck``, ``n_domains`` and ``source_domain``.
 
     Example:
         >>> loss = AECFELoss("mmd", beta=5.0)
@@ -384,20 +451,29 @@ class AECFELoss(nn.Module):
 
     def __init__(self, alignment: str = "mmd", beta: float = 5.0, ssim_window: int = 10, ssim_sigma: float = 1.5,
                  bottleneck: int | None = None, n_domains: int | None = None, source_domain: int | None = None,
-                 **alignment_options):
+                 variance_weight: float = 0.0, variance_floor: float = 0.1, **alignment_options):
         super().__init__()
-        self.weights = {"feature": 1.0, "image": 1.0, "alignment": float(beta)}
+        self.weights = {"feature": 1.0, "image": 1.0, "alignment": float(beta), "variance": float(variance_weight)}
         self.feature_loss = nn.MSELoss()
         self.image_loss = SSIMLoss(ssim_window, ssim_sigma)
         self.alignment = make_alignment_loss(alignment, bottleneck=bottleneck, n_domains=n_domains,
                                              source_domain=source_domain, **alignment_options)
+        self.variance = CodeVarianceFloor(variance_floor)
 
-    def weighted_sum(self, terms: dict[str, Tensor]) -> Tensor:
-        """Σ weight·term over the loss terms present in ``terms`` (keys feature, image, alignment)."""
-        return sum(self.weights[name] * value for name, value in terms.items())
+    def code_terms(self, z: Tensor, domains: Tensor) -> dict[str, Tensor]:
+        """The terms on the code alone: ``alignment`` and, when its weight is > 0, ``variance``."""
+        terms = {"alignment": self.alignment(z, domains)}
+        if self.weights["variance"] > 0:
+            terms["variance"] = self.variance(z)
+        return terms
+
+    def weighted_sum(self, terms: dict[str, Tensor], beta: float | None = None) -> Tensor:
+        """Σ weight·term over the loss terms present in ``terms``; ``beta`` overrides the alignment weight (warm-up)."""
+        weights = self.weights if beta is None else {**self.weights, "alignment": float(beta)}
+        return sum(weights[name] * value for name, value in terms.items())
 
     def forward(self, z: Tensor, h_hat: Tensor, r_hat: Tensor, h: Tensor, r: Tensor,
                 domains: Tensor) -> dict[str, Tensor]:
         terms = {"feature": self.feature_loss(h_hat, h), "image": self.image_loss(r_hat, r),
-                 "alignment": self.alignment(z, domains)}
+                 **self.code_terms(z, domains)}
         return {**terms, "total": self.weighted_sum(terms)}

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
@@ -52,25 +53,32 @@ from tqdm import tqdm
 from aecfe import checkpoints
 from aecfe.errors import InputError
 from extractors.autoencoder import CROP_SHAPE, ROI_SHAPE, AECFEAutoencoder, AutoencoderConfig, JsonConfig
+from extractors.diagnostics import code_statistics, collapse_warning, linear_probe
 from extractors.losses import AECFELoss
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "aecfe-autoencoder-checkpoint/1"
+LR_SCHEDULES = ("constant", "onecycle")
+PRECISIONS = ("fp32", "bf16")
 
 
 class RoiCropDataset:
     """Cells in memory: ``roi`` (N,256,14,14) float16/32, ``crops`` (N,3,128,128) uint8, ``domains`` (N,) ints.
 
     numpy arrays or tensors; they are not copied. ``batch(indices)`` returns (roi float32, crops uint8,
-    domains int64) tensors for those rows. Domain ids are 0 … n_domains−1.
+    domains int64) tensors for those rows. Domain ids are 0 … n_domains−1. ``labels`` (N,) ints, −1 where unknown,
+    are optional: training never uses them, the per-epoch linear probe of the code does.
     """
 
-    def __init__(self, roi, crops, domains):
+    def __init__(self, roi, crops, domains, labels=None):
         self.roi = torch.as_tensor(roi)
         self.crops = torch.as_tensor(crops)
         self.domains = torch.as_tensor(domains).long()
         n = len(self.roi)
+        self.labels = np.full(n, -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        if self.labels.shape != (n,):
+            raise InputError(f"labels must be (N,) = ({n},), got {self.labels.shape}")
         if tuple(self.roi.shape[1:]) != ROI_SHAPE or not self.roi.is_floating_point():
             raise InputError(f"RoI features must be float (N, 256, 14, 14), got {self.roi.dtype} "
                              f"{tuple(self.roi.shape)}")
@@ -94,6 +102,11 @@ class RoiCropDataset:
     def batch(self, indices) -> tuple[Tensor, Tensor, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
         return self.roi[index].float(), self.crops[index], self.domains[index]
+
+    def features(self, indices) -> tuple[Tensor, None, Tensor]:
+        """(roi float32, None, domains) for those rows: a batch of the cheap path, which needs no crops."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.roi[index].float(), None, self.domains[index]
 
 
 class DomainBatchSampler:
@@ -175,6 +188,16 @@ class TrainerConfig(JsonConfig):
     seed; image_chunk_size — cells per image-decoder micro-batch (0 = whole batch; no effect on the result);
     channels_last; grid_cells, grid_every (reconstruction PNG every n epochs, 0 = never); checkpoint_every
     (epochs, 0 = only at the end); progress (tqdm bars).
+
+    Beyond the reference (all off by default, so the defaults train as the reference does):
+
+    * image_from_epoch — epochs before it train the encoder and feature decoder only (and the code terms): the
+      cheap path, ~20x faster per cell than a step with the reference image decoder; the image decoder joins after;
+    * beta_warmup_epochs — the alignment weight rises linearly from 0 to beta over these epochs (per step);
+    * lr_schedule — ``"constant"`` [reference] or ``"onecycle"`` (torch's OneCycleLR peaking at lr, over all steps);
+    * precision — ``"fp32"`` or ``"bf16"`` (torch.autocast of the forward passes; losses in float32);
+    * variance_weight, variance_floor — VICReg variance term on the code (:class:`~extractors.losses.CodeVarianceFloor`);
+    * probe_cells — cells of the fixed set on which each epoch's code diagnostics are computed (0 = none).
     """
 
     epochs: int = 150
@@ -195,6 +218,27 @@ class TrainerConfig(JsonConfig):
     grid_every: int = 1
     checkpoint_every: int = 1
     progress: bool = True
+    image_from_epoch: int = 0
+    beta_warmup_epochs: float = 0.0
+    lr_schedule: str = "constant"
+    precision: str = "fp32"
+    variance_weight: float = 0.0
+    variance_floor: float = 0.1
+    probe_cells: int = 1000
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"unknown lr_schedule {self.lr_schedule!r}; expected one of {LR_SCHEDULES}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
+        for name in ("epochs", "batch_size", "image_from_epoch", "probe_cells", "image_chunk_size"):
+            if getattr(self, name) < (1 if name in ("epochs", "batch_size") else 0):
+                raise InputError(f"{name} must be >= {1 if name in ('epochs', 'batch_size') else 0}, "
+                                 f"got {getattr(self, name)}")
+        if self.lr <= 0 or self.beta < 0 or self.beta_warmup_epochs < 0 or self.variance_weight < 0:
+            raise InputError(f"lr must be > 0 and beta, beta_warmup_epochs, variance_weight >= 0, got lr={self.lr}, "
+                             f"beta={self.beta}, beta_warmup_epochs={self.beta_warmup_epochs}, "
+                             f"variance_weight={self.variance_weight}")
 
 
 def tune_cpu_allocator() -> bool:
@@ -271,15 +315,20 @@ class AutoencoderTrainer:
             torch.manual_seed(cfg.seed)  # the adversarial discriminator's initial weights
             self.loss_fn = AECFELoss(cfg.alignment, cfg.beta, cfg.ssim_window, cfg.ssim_sigma,
                                      bottleneck=model.config.bottleneck, n_domains=n_domains,
-                                     source_domain=cfg.source_domain, **cfg.alignment_options).to(self.device)
+                                     source_domain=cfg.source_domain, variance_weight=cfg.variance_weight,
+                                     variance_floor=cfg.variance_floor, **cfg.alignment_options).to(self.device)
         if self.world_size > 1:  # identical initial weights everywhere
             for tensor in [*model.state_dict().values(), *self.loss_fn.parameters()]:
                 dist.broadcast(tensor.data, src=0)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.scheduler = None  # built by fit, which knows the steps per epoch
+        self._scheduler_state = None
         self.epoch = 0
         self.step = 0
+        self.cells_seen = 0
+        self.train_seconds = 0.0
 
     # ---- one optimisation step ------------------------------------------------------------------------------------
 
@@ -292,51 +341,75 @@ class AutoencoderTrainer:
 
     def _average_gradients(self) -> None:
         """Mean of the gradients over processes, in one all-reduce of a flat (contiguous) buffer."""
-        grads = [param.grad for param in self.model.parameters() if param.grad is not None]
+        grads = [param.grad if param.grad is not None else torch.zeros_like(param)
+                 for param in self.model.parameters()]
         flat = torch.cat([grad.reshape(-1) for grad in grads])
         dist.all_reduce(flat)
         flat /= self.world_size
-        for grad, average in zip(grads, flat.split([grad.numel() for grad in grads])):
-            grad.copy_(average.view(grad.shape))
+        for param, average in zip(self.model.parameters(), flat.split([grad.numel() for grad in grads])):
+            if param.grad is not None:
+                param.grad.copy_(average.view(param.shape))
 
     def _image_chunks(self, n: int) -> list[tuple[int, int]]:
         size = self.config.image_chunk_size or n
         return [(start, min(start + size, n)) for start in range(0, n, size)]
 
-    def training_step(self, roi: Tensor, crops: Tensor, domains: Tensor) -> dict[str, float]:
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+
+    def image_targets(self, crops: Tensor) -> Tensor:
+        """Crops (B,3,128,128) uint8 -> the image decoder's targets (B,3,S,S) in [0, 1] (area-averaged to S)."""
+        targets = crops.float() / 255
+        size = self.model.image_size
+        return targets if targets.shape[-1] == size else F.interpolate(targets, size=(size, size), mode="area")
+
+    def training_step(self, roi: Tensor, crops: Tensor | None, domains: Tensor, *, with_image: bool = True,
+                      beta: float | None = None) -> dict[str, float]:
         """One Adam step on a batch: roi (B,256,14,14), crops (B,3,128,128) uint8, domains (B,).
 
-        Returns the loss terms (feature, image, alignment unweighted, total; plus discriminator for
-        "adversarial"), averaged over processes.
+        ``with_image=False`` runs the cheap path (encoder, feature decoder, code terms; ``crops`` may be None);
+        ``beta`` overrides the alignment weight for this step (warm-up). Returns the loss terms (feature, image
+        when computed, alignment unweighted, variance when on, total; plus discriminator for "adversarial"),
+        averaged over processes.
         """
         model, loss_fn = self.model.train(), self.loss_fn
-        roi, crops, domains = roi.to(self.device), crops.to(self.device), domains.to(self.device)
+        roi, domains = roi.to(self.device), domains.to(self.device)
         h = model.scale_input(roi)
         if self.config.channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
-        targets = crops.float() / 255
         self.optimizer.zero_grad(set_to_none=True)
 
-        z = model.encode(h)
-        h_hat = model.decode_features(z)
+        with self._autocast():
+            z = model.encode(h)
+            h_hat = model.decode_features(z)
+        z, h_hat = z.float(), h_hat.float()
         all_z, all_domains = self._gather(z, domains)
-        terms = {"feature": loss_fn.feature_loss(h_hat, h), "alignment": loss_fn.alignment(all_z, all_domains)}
+        terms = {"feature": loss_fn.feature_loss(h_hat, h), **loss_fn.code_terms(all_z, all_domains)}
 
-        # The image decoder, forward and backward, chunk by chunk; its gradient w.r.t. ĥ is gathered in h_hat_leaf.
-        h_hat_leaf = h_hat.detach().requires_grad_()
-        image = torch.zeros((), device=self.device)
-        for start, stop in self._image_chunks(len(h)):
-            reconstruction = model.decode_image(h_hat_leaf[start:stop])
-            chunk_loss = loss_fn.image_loss(reconstruction, targets[start:stop]) * ((stop - start) / len(h))
-            loss_fn.weighted_sum({"image": chunk_loss}).backward()
-            image += chunk_loss.detach()
-        torch.autograd.backward([loss_fn.weighted_sum(terms), h_hat], [None, h_hat_leaf.grad])
+        logged = {name: value.detach() for name, value in terms.items()}
+        if with_image:
+            # The image decoder, forward and backward, chunk by chunk; its gradient w.r.t. ĥ is gathered in
+            # h_hat_leaf.
+            targets = self.image_targets(crops.to(self.device))
+            h_hat_leaf = h_hat.detach().requires_grad_()
+            image = torch.zeros((), device=self.device)
+            for start, stop in self._image_chunks(len(h)):
+                with self._autocast():
+                    reconstruction = model.decode_image(h_hat_leaf[start:stop])
+                chunk_loss = loss_fn.image_loss(reconstruction.float(), targets[start:stop]) * ((stop - start) / len(h))
+                loss_fn.weighted_sum({"image": chunk_loss}).backward()
+                image += chunk_loss.detach()
+            torch.autograd.backward([loss_fn.weighted_sum(terms, beta), h_hat], [None, h_hat_leaf.grad])
+            logged["image"] = image
+        else:
+            loss_fn.weighted_sum(terms, beta).backward()
 
         if self.world_size > 1:
             self._average_gradients()
         self.optimizer.step()
-        logged = {**{name: value.detach() for name, value in terms.items()}, "image": image}
-        logged["total"] = loss_fn.weighted_sum(logged)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        logged["total"] = loss_fn.weighted_sum(logged, beta)
         if hasattr(loss_fn.alignment, "discriminator_step"):
             logged["discriminator"] = loss_fn.alignment.discriminator_step(all_z.detach(), all_domains)
         names = sorted(logged)
@@ -348,8 +421,54 @@ class AutoencoderTrainer:
 
     # ---- epochs ---------------------------------------------------------------------------------------------------
 
+    def alignment_weight(self, steps_per_epoch: int) -> float:
+        """β for the next step: beta·min(1, step / (beta_warmup_epochs·steps per epoch)); beta without warm-up."""
+        warmup_steps = self.config.beta_warmup_epochs * steps_per_epoch
+        if warmup_steps <= 0:
+            return self.config.beta
+        return self.config.beta * min(1.0, self.step / warmup_steps)
+
+    def _build_scheduler(self, steps_per_epoch: int) -> None:
+        if self.config.lr_schedule != "onecycle" or self.scheduler is not None:
+            return
+        total_steps = self.config.epochs * steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.config.lr,
+                                                             total_steps=total_steps)
+        if self._scheduler_state is None:
+            return
+        scheduler_state, optimizer_state = self._scheduler_state
+        if scheduler_state["total_steps"] == total_steps:  # resumed: the schedule's position, and the learning
+            self.scheduler.load_state_dict(scheduler_state)  # rate and momentum it had set (which the
+            self.optimizer.load_state_dict(optimizer_state)  # scheduler's constructor overwrote)
+        else:  # resumed with another number of epochs: the new schedule, at the step reached
+            logger.warning("the one-cycle schedule was %d steps and is now %d: continuing the new one at step %d",
+                           scheduler_state["total_steps"], total_steps, self.step)
+            self.scheduler.last_epoch = self.step - 1
+            self.scheduler.step()
+
+    def probe_rows(self, dataset: RoiCropDataset) -> np.ndarray:
+        """The fixed cells (sorted indices) of the per-epoch diagnostics: ``probe_cells`` of them, seeded."""
+        n = min(self.config.probe_cells, len(dataset))
+        return np.sort(np.random.default_rng([self.config.seed, 7]).choice(len(dataset), n, replace=False))
+
+    def diagnose(self, dataset: RoiCropDataset, rows: np.ndarray) -> dict[str, float]:
+        """Code statistics and linear probes (:mod:`extractors.diagnostics`) of the current model on ``rows``."""
+        if len(rows) == 0:
+            return {}
+        codes = encode_dataset(self.model, dataset.features(rows)[0], batch_size=256)
+        self.model.train()
+        statistics = code_statistics(codes)
+        statistics.update(linear_probe(codes, dataset.labels[rows], dataset.domains.numpy()[rows],
+                                       seed=self.config.seed))
+        return statistics
+
     def fit(self, dataset: RoiCropDataset) -> "AutoencoderTrainer":
-        """Train from the current epoch (0, or the one a loaded checkpoint reached) to ``config.epochs``."""
+        """Train from the current epoch (0, or the one a loaded checkpoint reached) to ``config.epochs``.
+
+        After every epoch rank 0 appends a learning-curve record to ``curves.jsonl`` (epoch, step, cells seen,
+        training seconds, mean of every loss term, β and learning rate, :meth:`diagnose`) and warns loudly when
+        the code collapses.
+        """
         cfg = self.config
         if dataset.n_domains > self.n_domains:
             raise InputError(f"the data has domain ids up to {dataset.n_domains - 1}, the trainer was built for "
@@ -360,62 +479,94 @@ class AutoencoderTrainer:
         if len(sampler) == 0:
             raise InputError(f"{len(dataset)} cells make no full batch of {sampler.global_batch_size} "
                              "(lower batch_size or turn drop_last off)")
+        self._build_scheduler(len(sampler))
         writer = self.rank == 0 and self.out_dir is not None
         if writer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         grid_cells = np.linspace(0, len(dataset) - 1, min(cfg.grid_cells, len(dataset))).round().astype(int)
+        probe = self.probe_rows(dataset) if self.rank == 0 else np.empty(0, dtype=np.int64)
         for epoch in range(self.epoch, cfg.epochs):
             sampler.set_epoch(epoch)
+            with_image = epoch >= cfg.image_from_epoch
             started, sums, cells = time.perf_counter(), defaultdict(float), 0
             bar = tqdm(sampler, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                        disable=not (cfg.progress and self.rank == 0), leave=False)
             for indices in bar:
                 step_start = time.perf_counter()
-                terms = self.training_step(*dataset.batch(indices))
+                roi, crops, domains = dataset.batch(indices) if with_image else dataset.features(indices)
+                beta = self.alignment_weight(len(sampler))
+                terms = self.training_step(roi, crops, domains, with_image=with_image, beta=beta)
                 self.step += 1
                 cells += len(indices) * self.world_size
                 for name, value in terms.items():
                     sums[name] += value
                 bar.set_postfix(total=f"{terms['total']:.4f}")
                 if writer:
-                    record = {"epoch": epoch + 1, "step": self.step, **terms,
+                    record = {"epoch": epoch + 1, "step": self.step, **terms, "beta": beta,
                               "seconds": round(time.perf_counter() - step_start, 4)}
                     with open(self.out_dir / "losses.jsonl", "a", encoding="utf-8") as log:
                         log.write(json.dumps(record) + "\n")
             self.epoch = epoch + 1
             seconds = time.perf_counter() - started
-            means = "  ".join(f"{name} {total / len(sampler):.5f}" for name, total in sorted(sums.items()))
-            logger.info("epoch %d/%d: %s  (%.1f s, %.1f cells/s)", self.epoch, cfg.epochs, means, seconds,
-                        cells / seconds)
+            self.cells_seen += cells
+            self.train_seconds += seconds
+            means = {name: total / len(sampler) for name, total in sorted(sums.items())}
+            diagnostics = self.diagnose(dataset, probe)
+            self._log_epoch(means, diagnostics, seconds, cells, with_image, self.alignment_weight(len(sampler)),
+                            writer)
             last = self.epoch == cfg.epochs
-            if writer and cfg.grid_every and (self.epoch % cfg.grid_every == 0 or last):
+            if writer and cfg.grid_every and with_image and (self.epoch % cfg.grid_every == 0 or last):
                 self.save_reconstruction_grid(self.out_dir / f"reconstructions_epoch{self.epoch:03d}.png",
                                               *dataset.batch(grid_cells)[:2])
             if writer and (last or (cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0)):
                 self.save_checkpoint(self.out_dir / "checkpoint.pt")
         return self
 
+    def _log_epoch(self, means: dict[str, float], diagnostics: dict[str, float], seconds: float, cells: int,
+                   with_image: bool, beta: float, writer: bool) -> None:
+        cfg = self.config
+        text = "  ".join(f"{name} {value:.5f}" for name, value in means.items())
+        shown = "  ".join(f"{name} {value:.3f}" for name, value in diagnostics.items())
+        logger.info("epoch %d/%d: %s  |  %s  (%.1f s, %.1f cells/s%s)", self.epoch, cfg.epochs, text, shown,
+                    seconds, cells / seconds, "" if with_image else ", cheap path")
+        warning = collapse_warning(diagnostics) if diagnostics else None
+        if warning:
+            logger.warning("epoch %d: %s", self.epoch, warning)
+        if writer:
+            record = {"epoch": self.epoch, "step": self.step, "cells_seen": self.cells_seen,
+                      "train_seconds": round(self.train_seconds, 2), "image_decoder": with_image,
+                      "beta": beta,
+                      "lr": self.optimizer.param_groups[0]["lr"], **means, **diagnostics}
+            with open(self.out_dir / "curves.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+
     def save_reconstruction_grid(self, path: str | Path, roi: Tensor, crops: Tensor) -> None:
-        """PNG of (input crop | reconstruction) pairs for the given cells."""
+        """PNG of (input crop | reconstruction) pairs for the given cells (a 64 px reconstruction shown at 128)."""
         with torch.inference_mode():
-            reconstructions = self.model.eval()(self.model.scale_input(roi.to(self.device)))[2].cpu()
+            reconstructions = self.model.eval()(self.model.scale_input(roi.to(self.device)))[2].float().cpu()
+        if reconstructions.shape[-2:] != crops.shape[-2:]:
+            reconstructions = F.interpolate(reconstructions, size=crops.shape[-2:], mode="nearest")
         Image.fromarray(reconstruction_grid(crops, reconstructions)).save(path)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
 
     def checkpoint(self) -> dict[str, Any]:
         """Tensors and primitive containers only, loadable with ``torch.load(..., weights_only=True)``."""
-        return {"format": CHECKPOINT_FORMAT, "model_config": self.model.config.to_dict(),
-                "trainer_config": self.config.to_dict(), "n_domains": self.n_domains, "epoch": self.epoch,
-                "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "loss": self.loss_fn.state_dict()}
+        state = {"format": CHECKPOINT_FORMAT, "model_config": self.model.config.to_dict(),
+                 "trainer_config": self.config.to_dict(), "n_domains": self.n_domains, "epoch": self.epoch,
+                 "step": self.step, "cells_seen": self.cells_seen, "train_seconds": self.train_seconds,
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "loss": self.loss_fn.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write the checkpoint atomically (temporary file, then rename)."""
         checkpoints.save_atomic(self.checkpoint(), path)
 
     def load_checkpoint(self, path: str | Path) -> "AutoencoderTrainer":
-        """Restore model, optimizer, loss (e.g. discriminator) state, epoch and step from ``path``."""
+        """Restore model, optimizer, scheduler, loss (e.g. discriminator) state, epoch and step from ``path``."""
         state = read_checkpoint(path)
         if state["model_config"] != self.model.config.to_dict() or state["n_domains"] != self.n_domains:
             raise InputError(f"{path}: checkpoint of a different model ({state['model_config']}, "
@@ -424,7 +575,10 @@ class AutoencoderTrainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.loss_fn.load_state_dict(state["loss"])
+        self._scheduler_state = (state["scheduler"], state["optimizer"]) if "scheduler" in state else None
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.cells_seen = int(state.get("cells_seen", 0))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         return self
 
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from aecfe.errors import InputError
-from extractors.losses import (ALIGNMENT_LOSSES, AdversarialAlignment, AECFELoss, CORALLoss, KernelMMDLoss,
-                               MomentMatchingLoss, NormalAlignmentLoss, make_alignment_loss)
+from extractors.losses import (ALIGNMENT_LOSSES, AdversarialAlignment, AECFELoss, CodeVarianceFloor, CORALLoss,
+                               KernelMMDLoss, MomentMatchingLoss, NormalAlignmentLoss, make_alignment_loss)
 
 
 def codes(n, dim=50, seed=0, shift=0.0):
@@ -206,3 +206,55 @@ def test_every_loss_is_finite_with_finite_gradients(domain_list, dim, seed, iden
 def test_pairs_listing_for_both_pairings():
     assert MomentMatchingLoss().pairs([0, 1, 3]) == [(0, 1), (0, 3)]
     assert MomentMatchingLoss(pairing="all").pairs([0, 1, 3]) == list(itertools.combinations([0, 1, 3], 2))
+
+
+# --- collapse-proof alignment: standardised codes and the variance floor ------------------------------------------
+
+@pytest.mark.parametrize("name", ["mmd", "kmmd", "coral", "nd"])
+def test_standardized_alignment_cannot_be_lowered_by_shrinking_the_code(name):
+    z = torch.cat([codes(8, seed=1), codes(8, seed=2, shift=0.4)])
+    domains = torch.tensor([0] * 8 + [1] * 8)
+    raw = make_alignment_loss(name, n_domains=2)
+    standardized = make_alignment_loss(name, n_domains=2, standardize=True)
+    # the raw moment losses fall as the code shrinks toward a constant: their trivial minimum (kmmd's median
+    # bandwidth follows the scale in value, but it is detached, so its gradient still shrinks the code) ...
+    if name != "kmmd":
+        assert float(raw(0.01 * z, domains)) < 0.5 * float(raw(z, domains))
+    # ... the standardised ones are blind to the code's scale and offset
+    assert torch.isclose(standardized(0.01 * z + 0.2, domains), standardized(z, domains), rtol=1e-3)
+    assert float(standardized(z, domains)) > 0
+
+
+def test_standardized_alignment_gradient_has_no_component_along_the_scale():
+    z = torch.cat([codes(8, seed=1), codes(8, seed=2, shift=0.4)]).requires_grad_()
+    domains = torch.tensor([0] * 8 + [1] * 8)
+    make_alignment_loss("mmd", standardize=True)(z, domains).backward()
+    centred = z.detach() - z.detach().mean(0)
+    # d/da L((1+a)·(z − mean) + mean) at a = 0 is <grad, z − mean>: zero for a scale-free loss
+    assert abs(float((z.grad * centred).sum())) < 1e-4 * float(z.grad.norm() * centred.norm())
+
+
+def test_standardize_is_refused_for_losses_it_does_not_apply_to():
+    with pytest.raises(InputError, match="standardize"):
+        make_alignment_loss("adversarial", n_domains=3, standardize=True)
+
+
+def test_variance_floor_is_zero_for_spread_codes_and_pushes_a_collapsed_code_apart():
+    floor = CodeVarianceFloor(gamma=0.1)
+    assert float(floor(codes(64))) == 0.0
+    collapsed = (0.001 * codes(64)).requires_grad_()
+    loss = floor(collapsed)
+    assert 0.08 < float(loss) <= 0.1  # γ − sqrt(var + eps), var ≈ 0, sqrt(eps) = 0.01
+    loss.backward()
+    step = collapsed.detach() - 10 * collapsed.grad  # a gradient step spreads the code
+    assert float(step.std(0).mean()) > float(collapsed.detach().std(0).mean())
+
+
+def test_total_loss_adds_the_variance_term_only_when_weighted():
+    z, domains = codes(4), torch.tensor([0, 0, 1, 1])
+    h, r = torch.rand(4, 256, 14, 14), torch.rand(4, 3, 128, 128)
+    assert "variance" not in AECFELoss("mmd")(z, h, r, h, r, domains)
+    terms = AECFELoss("mmd", variance_weight=2.0, variance_floor=1.0)(0 * z, h, r, h, r, domains)
+    assert float(terms["variance"]) > 0.9
+    assert torch.isclose(terms["total"], terms["feature"] + terms["image"] + 5 * terms["alignment"]
+                         + 2 * terms["variance"])

@@ -3,8 +3,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from aecfe.cli.train_autoencoder import domain_ids, main, parse_option
+from aecfe.cli.train_autoencoder import main, parse_option
+from aecfe.training_cells import domain_ids
 from aecfe.errors import InputError
 from aecfe.store import CellStore
 from extractors.trainer import encode_dataset, load_autoencoder
@@ -25,7 +27,8 @@ def make_store(path, n_per_domain=3):
 def test_trains_saves_a_checkpoint_and_writes_the_embedding_back(tmp_path):
     store_path = make_store(tmp_path / "cells.h5")
     run = tmp_path / "run"
-    code = main([str(store_path), "--out", str(run), "--epochs", "1", "--batch-size", "3", "--bottleneck", "5",
+    code = main([str(store_path), "--out", str(run), "--recipe", "reference", "--epochs", "1", "--batch-size", "3",
+                 "--bottleneck", "5",
                  "--source-domain", "labB", "--alignment", "kmmd", "--alignment-option", "unbiased=false",
                  "--embedding", "ae", "--no-progress", "--grid-every", "0", "--no-allocator-tuning"])
     assert code == 0
@@ -60,3 +63,24 @@ def test_domain_ids_put_the_source_first_and_options_parse_as_json():
         domain_ids(["a"], "z")
     assert parse_option("bandwidths=[1, 2]") == ("bandwidths", [1, 2])
     assert parse_option("pairing=all") == ("pairing", "all")
+
+
+def test_default_recipe_is_the_collapse_proof_one_and_options_override_it(tmp_path):
+    store_path = make_store(tmp_path / "cells.h5")
+    run = tmp_path / "run"
+    assert main([str(store_path), "--out", str(run), "--epochs", "5", "--batch-size", "6", "--bottleneck", "5",
+                 "--beta", "2", "--alignment-option", "pairing=all", "--no-progress", "--grid-every", "0"]) == 0
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    trainer, model = state["trainer_config"], state["model_config"]
+    assert model["image_decoder"] == "light" and model["bottleneck"] == 5
+    assert trainer["alignment"] == "mmd" and trainer["alignment_options"] == {"standardize": True, "pairing": "all"}
+    assert trainer["beta"] == 2 and trainer["image_from_epoch"] == 4 and trainer["lr_schedule"] == "onecycle"
+    curves = [json.loads(line) for line in (run / "curves.jsonl").read_text().splitlines()]
+    assert [c["image_decoder"] for c in curves] == [False] * 4 + [True]
+    assert (run / "curves.png").stat().st_size > 0
+    reference = tmp_path / "reference"
+    assert main([str(store_path), "--out", str(reference), "--recipe", "reference", "--epochs", "1",
+                 "--bottleneck", "5", "--no-progress", "--grid-every", "0"]) == 0
+    state = torch.load(reference / "checkpoint.pt", weights_only=True)
+    assert state["model_config"]["image_decoder"] == "reference"
+    assert state["trainer_config"]["beta"] == 5 and state["trainer_config"]["alignment_options"] == {}

@@ -197,3 +197,93 @@ def test_two_process_data_parallel_equals_one_process_on_the_global_batch(tmp_pa
     single.fit(data)
     for name, value in single.model.state_dict().items():  # Adam's first steps are ±lr: 1e-3 would be an error
         assert torch.allclose(parallel["trained"][name], value, atol=5e-5), name
+
+
+# --- beyond the reference: cheap path, warm-up, schedules, bf16, light decoder, learning curves --------------------
+
+def test_cheap_path_step_trains_encoder_and_feature_decoder_only():
+    data = cells(4)
+    trainer = AutoencoderTrainer(new_model(), quiet(batch_size=4), n_domains=3)
+    before = copy.deepcopy(trainer.model.state_dict())
+    terms = trainer.training_step(*data.features([0, 1, 2, 3]), with_image=False)
+    assert "image" not in terms and terms["total"] == pytest.approx(terms["feature"] + 5 * terms["alignment"],
+                                                                    rel=1e-5)
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("image_decoder"))
+    assert not torch.equal(before["encoder.0.weight"], after["encoder.0.weight"])
+
+
+def test_beta_warms_up_linearly_and_the_image_decoder_joins_at_its_epoch(tmp_path):
+    data = cells(8)
+    config = quiet(epochs=3, batch_size=4, beta=2.0, beta_warmup_epochs=2, image_from_epoch=1, probe_cells=8)
+    AutoencoderTrainer(new_model(bottleneck=5), config, n_domains=3, out_dir=tmp_path).fit(data)
+    steps = [json.loads(line) for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
+    assert [s["beta"] for s in steps] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.0])
+    assert ["image" in s for s in steps] == [False, False, True, True, True, True]
+    curves = [json.loads(line) for line in (tmp_path / "curves.jsonl").read_text().splitlines()]
+    assert [c["epoch"] for c in curves] == [1, 2, 3] and [c["cells_seen"] for c in curves] == [8, 16, 24]
+    assert [c["image_decoder"] for c in curves] == [False, True, True]
+    for key in ("code_std", "effective_rank", "domain_accuracy", "train_seconds", "feature", "lr"):
+        assert np.isfinite(curves[-1][key]), key
+    assert curves[-1]["train_seconds"] > curves[0]["train_seconds"] > 0
+
+
+def test_collapsed_code_is_reported_loudly(tmp_path, caplog):
+    data = cells(8)
+    trainer = AutoencoderTrainer(new_model(bottleneck=5), quiet(epochs=1, batch_size=8, probe_cells=8),
+                                 n_domains=3, out_dir=tmp_path)
+    with torch.no_grad():  # a constant code: zero weights into the tanh
+        trainer.model.encoder[-2].weight.zero_()
+    trainer.model.encoder[-2].weight.requires_grad_(False)
+    trainer.model.encoder[-2].bias.requires_grad_(False)
+    with caplog.at_level("WARNING"):
+        trainer.fit(data)
+    assert "CODE COLLAPSE" in caplog.text
+    curve = json.loads((tmp_path / "curves.jsonl").read_text().splitlines()[0])
+    assert curve["code_std"] < 1e-6 and curve["effective_rank"] == 0.0
+
+
+def test_onecycle_schedule_resumes_exactly(tmp_path):
+    data = cells(4)
+    options = dict(batch_size=2, lr_schedule="onecycle", probe_cells=0)
+    straight = AutoencoderTrainer(new_model(bottleneck=5), quiet(epochs=2, **options), n_domains=3)
+    straight.fit(data)
+    first = AutoencoderTrainer(new_model(bottleneck=5), quiet(epochs=2, **options), n_domains=3, out_dir=tmp_path)
+    first._build_scheduler(steps_per_epoch=2)  # the two-epoch schedule, then a run stopped after its first epoch
+    first.config.epochs = 1
+    first.fit(data)
+    resumed = AutoencoderTrainer(new_model(bottleneck=5, seed=3), quiet(epochs=2, **options), n_domains=3)
+    resumed.load_checkpoint(tmp_path / "checkpoint.pt").fit(data)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(straight.optimizer.param_groups[0]["lr"])
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_bf16_step_stays_close_to_fp32_on_the_same_weights():
+    data = cells(4)
+    fp32 = AutoencoderTrainer(new_model(), quiet(batch_size=4), n_domains=3)
+    bf16 = AutoencoderTrainer(new_model(), quiet(batch_size=4, precision="bf16"), n_domains=3)
+    a, b = fp32.training_step(*data.batch([0, 1, 2, 3])), bf16.training_step(*data.batch([0, 1, 2, 3]))
+    for name in ("feature", "image", "total"):
+        assert b[name] == pytest.approx(a[name], rel=0.05), name
+
+
+def test_light_image_decoder_reconstructs_64_pixels_against_the_averaged_crop(tmp_path):
+    data = cells(4)
+    model = new_model(image_decoder="light")
+    h = model.scale_input(data.roi[:2])
+    assert model(h)[2].shape == (2, 3, 64, 64) and model.image_size == 64
+    trainer = AutoencoderTrainer(model, TrainerConfig(epochs=1, batch_size=4, progress=False, probe_cells=0),
+                                 n_domains=3, out_dir=tmp_path)
+    targets = trainer.image_targets(data.crops[:1])
+    assert targets.shape == (1, 3, 64, 64)
+    assert torch.allclose(targets[0, :, 0, 0], data.crops[0, :, :2, :2].float().mean((1, 2)) / 255, atol=1e-6)
+    trainer.fit(data)
+    grid = np.asarray(Image.open(tmp_path / "reconstructions_epoch001.png"))
+    assert grid.shape == (130, 4 * 258, 3)  # the 64 px reconstruction is shown beside the 128 px crop
+
+
+def test_bad_trainer_settings_are_refused():
+    for bad in ({"lr_schedule": "cosine"}, {"precision": "fp8"}, {"lr": -1.0}, {"batch_size": 0}, {"epochs": 0}):
+        with pytest.raises(InputError):
+            TrainerConfig(**bad)

@@ -63,11 +63,21 @@ from extractors.trainer import AutoencoderTrainer, TrainerConfig, encode_dataset
 
 logger = logging.getLogger(__name__)
 
+_OPTIMISED = {"image_chunk_size": 8, "channels_last": True, "tune_allocator": True, "group_norm": "chunk"}
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "reference": {"image_chunk_size": 0, "channels_last": False, "tune_allocator": False,
                   "group_norm": "reference-ops"},
-    "optimised": {"image_chunk_size": 8, "channels_last": True, "tune_allocator": True, "group_norm": "chunk"},
+    "optimised": _OPTIMISED,
+    "bf16": {**_OPTIMISED, "precision": "bf16"},
+    "light": {**_OPTIMISED, "image_decoder": "light"},
+    "light-bf16": {**_OPTIMISED, "image_decoder": "light", "precision": "bf16"},
+    "cheap-path": {**_OPTIMISED, "with_image": False},
 }
+"""Training configurations timed side by side. ``optimised`` is the trainer's default execution; ``bf16`` the same
+model under bf16 autocast (numerics compared with ``optimised``); ``light`` the 64-px image decoder; ``cheap-path``
+a step without the image decoder (encoder, feature decoder, alignment: the trainer's epochs before
+``image_from_epoch``)."""
+SIDE_BY_SIDE = ("reference", "optimised")
 GROUP_NORM_VARIANTS = ("reference-ops", "chunk", "torch")
 
 
@@ -84,9 +94,10 @@ class ReferenceOpsGroupNorm(ChunkGroupNorm):
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
-def build_model(group_norm: str) -> AECFEAutoencoder:
-    """The default autoencoder with group norm "chunk" (fused), "torch" (nn.GroupNorm) or "reference-ops"."""
-    model = AECFEAutoencoder(AutoencoderConfig(group_norm="torch" if group_norm == "torch" else "chunk"))
+def build_model(group_norm: str, image_decoder: str = "reference") -> AECFEAutoencoder:
+    """The autoencoder with group norm "chunk" (fused), "torch" (nn.GroupNorm) or "reference-ops"."""
+    model = AECFEAutoencoder(AutoencoderConfig(group_norm="torch" if group_norm == "torch" else "chunk",
+                                               image_decoder=image_decoder))
     if group_norm == "reference-ops":
         for index, layer in enumerate(model.encoder):
             if isinstance(layer, ChunkGroupNorm):
@@ -121,14 +132,15 @@ def measure_training(configuration: str, batch_size: int, steps: int, threads: i
         tune_cpu_allocator()
     roi, crops, domains = (torch.as_tensor(a) for a in synthetic_cells(batch_size))
     torch.manual_seed(0)
-    trainer = AutoencoderTrainer(build_model(group_norm),
+    trainer = AutoencoderTrainer(build_model(group_norm, settings.get("image_decoder", "reference")),
                                  TrainerConfig(batch_size=batch_size, progress=False,
                                                image_chunk_size=settings["image_chunk_size"],
-                                               channels_last=settings["channels_last"]), n_domains=3)
+                                               channels_last=settings["channels_last"],
+                                               precision=settings.get("precision", "fp32")), n_domains=3)
     seconds, losses = [], []
     for _ in range(1 + steps):
         start = time.perf_counter()
-        losses.append(trainer.training_step(roi, crops, domains))
+        losses.append(trainer.training_step(roi, crops, domains, with_image=settings.get("with_image", True)))
         seconds.append(time.perf_counter() - start)
     return {"configuration": configuration, "group_norm": group_norm, "batch_size": batch_size,
             "step_seconds": statistics.median(seconds[1:]), "all_step_seconds": seconds, "losses": losses,
@@ -183,23 +195,31 @@ def loss_differences(runs_a: list[dict], runs_b: list[dict]) -> dict[str, float]
 
 
 def compare_configurations(batch_size: int, rounds: int, steps: int, threads: int,
-                           runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Alternate reference and optimised runs ``rounds`` times (appended to ``runs``); medians, speed-up, numerics."""
+                           runs: list[dict[str, Any]], names=SIDE_BY_SIDE) -> dict[str, Any]:
+    """Alternate the runs of ``names`` (reference and optimised first) ``rounds`` times (appended to ``runs``);
+    medians, speed-ups over the optimised trainer, numerics."""
     for round_index in range(rounds):
-        for name in CONFIGURATIONS:
+        for name in names:
             run = in_fresh_process(measure_training, name, batch_size, steps, threads)
             runs.append(run)
             logger.info("round %d %-9s batch %d: %.2f s/step (%.1f cells/s), peak RSS %.0f MB", round_index + 1,
                         name, batch_size, run["step_seconds"], batch_size / run["step_seconds"],
                         run["peak_rss_mb"])
-    by_name = {name: [r for r in runs if r["configuration"] == name] for name in CONFIGURATIONS}
+    by_name = {name: [r for r in runs if r["configuration"] == name] for name in names}
     medians = {name: statistics.median(r["step_seconds"] for r in mine) for name, mine in by_name.items()}
     first_step = loss_differences(by_name["optimised"][0]["losses"][:1], by_name["reference"][0]["losses"][:1])
     all_steps = loss_differences(by_name["optimised"][0]["losses"], by_name["reference"][0]["losses"])
     summary = {"median_step_seconds": medians, "speedup": medians["reference"] / medians["optimised"],
+               "speedup_over_optimised": {name: medians["optimised"] / value for name, value in medians.items()},
                "relative_loss_difference_first_step": first_step, "relative_loss_difference_all_steps": all_steps}
-    logger.info("batch %d, median step: reference %.2f s, optimised %.2f s -> %.2fx", batch_size,
-                medians["reference"], medians["optimised"], summary["speedup"])
+    if "bf16" in by_name:
+        summary["bf16_relative_loss_difference_first_step"] = loss_differences(
+            by_name["bf16"][0]["losses"][:1], by_name["optimised"][0]["losses"][:1])
+        logger.info("bf16 vs fp32, first step (same weights): %s",
+                    _terms(summary["bf16_relative_loss_difference_first_step"]))
+    logger.info("batch %d, median step (s) and speed-up over the optimised trainer:\n%s", batch_size,
+                "\n".join(f"  {name:<11} {value:7.3f} s  {batch_size / value:7.1f} cells/s  "
+                          f"{medians['optimised'] / value:5.2f}x" for name, value in medians.items()))
     logger.info("relative loss difference optimised vs reference, first step (same weights): %s; largest over %d "
                 "steps (Adam amplifies rounding: its first updates are ±lr·sign(g)): %s", _terms(first_step),
                 steps + 1, _terms(all_steps))
@@ -219,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="further batch sizes to time with the optimised configuration (e.g. 256 500)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternating reference/optimised runs (0: skip the comparison)")
+    parser.add_argument("--configurations", nargs="+", default=list(SIDE_BY_SIDE), choices=list(CONFIGURATIONS),
+                        help="configurations timed side by side (reference and optimised are always included)")
     parser.add_argument("--steps", type=int, default=2, help="timed training steps per run (after 1 warm-up)")
     parser.add_argument("--encode-cells", type=int, default=4096)
     parser.add_argument("--encode-batch", type=int, default=256)
@@ -238,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"threads": threads, "torch": torch.__version__, "side_by_side": []}
 
     if args.rounds:
+        names = list(dict.fromkeys([*SIDE_BY_SIDE, *args.configurations]))
         results["summary"] = compare_configurations(args.reference_batch, args.rounds, args.steps, threads,
-                                                    results["side_by_side"])
+                                                    results["side_by_side"], names)
 
     results["optimised_batches"] = []
     for batch_size in args.batch_sizes:

@@ -30,6 +30,7 @@ from scipy.ndimage import gaussian_filter
 
 from aecfe.cli import positive_int
 from aecfe.store import CellStore, StoreLayout
+from aecfe.shapes import ROI_SHAPE
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ CELLS_PER_IMAGE = 10
 EMBEDDING_BLOCK = 4096
 READ_BATCH = 256
 RANDOM_READS = 300
-ROI_SHAPE = (256, 14, 14)
 
 ROI_OPTIONS = {
     "gzip-1+shuffle, 1 cell/chunk (default)": StoreLayout(),

@@ -129,14 +129,14 @@ def train_or_load_autoencoder(store_path: Path, out: Path, args) -> Path:
     """Train the autoencoder on the store's cells into ``out/checkpoint.pt`` unless it exists; returns it."""
     import torch
 
-    from aecfe.cli.train_autoencoder import load_training_cells
+    from aecfe.training_cells import load_training_cells
     from extractors.autoencoder import AECFEAutoencoder
     from extractors.trainer import AutoencoderTrainer, TrainerConfig, tune_cpu_allocator
 
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
         return checkpoint
-    dataset, domain_names = load_training_cells(store_path, None, None, args.seed)
+    dataset, domain_names = load_training_cells(store_path, seed=args.seed)
     tune_cpu_allocator()
     torch.manual_seed(args.seed)
     config = TrainerConfig(epochs=args.ae_epochs, batch_size=args.ae_batch, alignment=args.alignment,

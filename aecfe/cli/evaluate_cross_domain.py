@@ -36,6 +36,7 @@ import yaml
 from aecfe.cli import open_fraction
 from aecfe.errors import AecfeError, InputError
 from aecfe.evaluation import PROTOCOLS, VARIANTS, CrossDomainResult, evaluate_cross_domain
+from aecfe.taxonomy import relabel
 
 logger = logging.getLogger(__name__)
 
@@ -75,25 +76,6 @@ def load_features(store, features: str | None, *, with_groups: bool = False) -> 
                 X.shape[1], X.nbytes / 2**20)
     loaded = X, labels[labelled], cells["domain"].to_numpy(dtype=str)[labelled]
     return (*loaded, store.cell_groups()[labelled]) if with_groups else loaded
-
-
-def relabel(y, domains, scheme: str, label_dataset: str | None = None) -> np.ndarray:
-    """Labels (N,) mapped into ``scheme``; None where the scheme drops the label.
-
-    Each domain's labels go through the class map of the dataset named like the domain, or of
-    ``label_dataset`` for all domains. :class:`InputError` for a domain with no class map or unknown labels.
-    """
-    from aecfe.taxonomy import load_taxonomy
-
-    y, domains = np.asarray(y, dtype=object), np.asarray(domains)
-    mapped = np.empty(len(y), dtype=object)
-    for domain in np.unique(domains):
-        rows = domains == domain
-        mapped[rows] = load_taxonomy(label_dataset or str(domain), scheme).map(y[rows])
-    dropped = sum(label is None for label in mapped)
-    if dropped:
-        logger.info("scheme %r drops %d of %d labels; those samples are left out", scheme, dropped, len(y))
-    return mapped
 
 
 def run_evaluation(X, y, domains, out_dir: str | Path, heads: Sequence[str] = ("rf",),

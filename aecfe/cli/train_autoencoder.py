@@ -25,15 +25,15 @@ import torch
 from aecfe.cli import nonnegative_float, nonnegative_int, positive_float, positive_int
 from aecfe.errors import InputError
 from aecfe.store import CellStore, model_identity
-from extractors.autoencoder import GROUP_NORMS, INPUT_SCALINGS, ROI_SHAPE, AECFEAutoencoder, AutoencoderConfig
+from aecfe.training_cells import load_training_cells
+from aecfe.plots import plot_learning_curves
+from extractors.autoencoder import GROUP_NORMS, IMAGE_DECODERS, INPUT_SCALINGS, AECFEAutoencoder, AutoencoderConfig
 from extractors.losses import ALIGNMENT_LOSSES
-from extractors.trainer import (AutoencoderTrainer, RoiCropDataset, TrainerConfig, encode_dataset,
+from extractors.recipes import DEFAULT_RECIPE, RECIPES, recipe_configs
+from extractors.trainer import (LR_SCHEDULES, PRECISIONS, AutoencoderTrainer, TrainerConfig, encode_dataset,
                                 init_distributed, tune_cpu_allocator)
 
 logger = logging.getLogger(__name__)
-
-READ_BLOCK = 1024  # cells read from the store at a time
-
 
 def parse_option(text: str) -> tuple[str, object]:
     """KEY=VALUE with VALUE read as JSON when it parses (numbers, true/false, lists), else as a string."""
@@ -46,80 +46,86 @@ def parse_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+MODEL_FIELDS = ("bottleneck", "group_norm", "input_scaling", "image_decoder")
+TRAINER_FIELDS = ("epochs", "batch_size", "lr", "alignment", "beta", "beta_warmup_epochs", "variance_weight",
+                  "variance_floor", "image_from_epoch", "lr_schedule", "precision", "probe_cells", "balance_domains",
+                  "drop_last", "seed", "image_chunk_size", "grid_every", "checkpoint_every")
+FROM_RECIPE = argparse.SUPPRESS
+"""Default of every model and training option: absent from the parsed arguments, so the recipe's value holds."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainerConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store", type=Path, help="HDF5 cell store with RoI features and crops")
     parser.add_argument("--out", type=Path, required=True, help="run folder: logs, grids, checkpoint")
-    model = parser.add_argument_group("model")
-    model.add_argument("--bottleneck", type=positive_int, default=50)
-    model.add_argument("--group-norm", choices=GROUP_NORMS, default="chunk")
-    model.add_argument("--input-scaling", choices=INPUT_SCALINGS, default="minmax")
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=nonnegative_int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
-                       help="cells per batch and process")
-    train.add_argument("--lr", type=positive_float, default=defaults.lr)
-    train.add_argument("--alignment", choices=sorted(ALIGNMENT_LOSSES), default=defaults.alignment)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                        help="named settings (extractors.recipes); every option below overrides one of them "
+                             f"(default: {DEFAULT_RECIPE})")
+    model = parser.add_argument_group("model (defaults: the recipe's)")
+    model.add_argument("--bottleneck", type=positive_int, default=FROM_RECIPE)
+    model.add_argument("--group-norm", choices=GROUP_NORMS, default=FROM_RECIPE)
+    model.add_argument("--input-scaling", choices=INPUT_SCALINGS, default=FROM_RECIPE)
+    model.add_argument("--image-decoder", choices=IMAGE_DECODERS, default=FROM_RECIPE,
+                       help="reference: METHODS 1.5, 128 px; light: 64 px, ~10x cheaper")
+    train = parser.add_argument_group("training (defaults: the recipe's)")
+    train.add_argument("--epochs", type=positive_int, default=FROM_RECIPE)
+    train.add_argument("--batch-size", type=positive_int, default=FROM_RECIPE, help="cells per batch and process")
+    train.add_argument("--lr", type=positive_float, default=FROM_RECIPE, help="(peak) learning rate of Adam")
+    train.add_argument("--alignment", choices=sorted(ALIGNMENT_LOSSES), default=FROM_RECIPE)
     train.add_argument("--alignment-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
-                       help="option of the alignment loss, e.g. pairing=all, unbiased=false (repeatable)")
-    train.add_argument("--beta", type=nonnegative_float, default=defaults.beta, help="alignment weight")
+                       help="option of the alignment loss, e.g. standardize=false, pairing=all (repeatable)")
+    train.add_argument("--beta", type=nonnegative_float, default=FROM_RECIPE, help="alignment weight")
+    train.add_argument("--beta-warmup-epochs", type=nonnegative_float, default=FROM_RECIPE,
+                       help="the alignment weight rises linearly from 0 to --beta over these epochs")
+    train.add_argument("--variance-weight", type=nonnegative_float, default=FROM_RECIPE,
+                       help="weight of the VICReg variance floor on the code (0: off)")
+    train.add_argument("--variance-floor", type=nonnegative_float, default=FROM_RECIPE,
+                       help="per-dimension std the variance term asks of the code")
+    train.add_argument("--image-from-epoch", type=nonnegative_int, default=FROM_RECIPE,
+                       help="epochs before it train the encoder and feature decoder only (cheap path)")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=FROM_RECIPE)
+    train.add_argument("--precision", choices=PRECISIONS, default=FROM_RECIPE,
+                       help="bf16: autocast of the forward passes (CPUs with AVX512-BF16/AMX, recent GPUs)")
+    train.add_argument("--probe-cells", type=nonnegative_int, default=FROM_RECIPE,
+                       help="cells of the per-epoch code diagnostics (linear probes, spread, rank); 0: none")
+    train.add_argument("--balance-domains", action=argparse.BooleanOptionalAction, default=FROM_RECIPE,
+                       help="domain-balanced batches")
+    train.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=FROM_RECIPE)
+    train.add_argument("--seed", type=int, default=FROM_RECIPE)
     train.add_argument("--source-domain", help="domain name used as alignment source (id 0)")
-    train.add_argument("--balance-domains", action="store_true", help="domain-balanced batches")
-    train.add_argument("--drop-last", action="store_true")
-    train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--max-cells", type=positive_int, help="train on a seeded random subset of this many cells")
+    train.add_argument("--exclude-domain", action="append", default=[], metavar="NAME",
+                       help="leave this domain's cells out of training (repeatable; they are still encoded)")
     train.add_argument("--resume", type=Path, help="checkpoint to continue from")
     speed = parser.add_argument_group("speed and output")
-    speed.add_argument("--image-chunk-size", type=nonnegative_int, default=defaults.image_chunk_size,
+    speed.add_argument("--image-chunk-size", type=nonnegative_int, default=FROM_RECIPE,
                        help="cells per image-decoder micro-batch (0: whole batch); same result, less memory")
     speed.add_argument("--no-channels-last", action="store_true")
     speed.add_argument("--no-allocator-tuning", action="store_true",
                        help="leave glibc's allocator alone (slower on CPU, see tune_cpu_allocator)")
     speed.add_argument("--threads", type=positive_int, help="torch threads per process")
-    speed.add_argument("--grid-every", type=nonnegative_int, default=defaults.grid_every)
-    speed.add_argument("--checkpoint-every", type=nonnegative_int, default=defaults.checkpoint_every)
+    speed.add_argument("--max-memory-gb", type=positive_float, default=2.0,
+                       help="hold the training cells in memory up to this size, else stream them from the store")
+    speed.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                       help="force streaming from the store (--stream) or loading into memory (--no-stream)")
+    speed.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU of this process when there is one)")
+    speed.add_argument("--grid-every", type=nonnegative_int, default=FROM_RECIPE)
+    speed.add_argument("--checkpoint-every", type=nonnegative_int, default=FROM_RECIPE)
     speed.add_argument("--no-progress", action="store_true")
     speed.add_argument("--embedding", help="after training, write every cell's code into the store under this name")
     speed.add_argument("--encode-batch", type=positive_int, default=256)
     return parser
 
 
-def domain_ids(names, source: str | None) -> tuple[np.ndarray, list[str]]:
-    """Domain names (N,) -> ids (N,) and the ordered list of names: the source first, the rest sorted."""
-    names = np.asarray(names).astype(str)
-    present = sorted(set(names.tolist()))
-    source = present[0] if source is None else source
-    if source not in present:
-        raise InputError(f"source domain {source!r} is not in the store; domains: {present}")
-    order = [source] + [name for name in present if name != source]
-    lookup = {name: i for i, name in enumerate(order)}
-    return np.array([lookup[name] for name in names], dtype=np.int64), order
-
-
-def load_training_cells(store_path: Path, max_cells: int | None, source: str | None,
-                        seed: int) -> tuple[RoiCropDataset, list[str]]:
-    """(RoiCropDataset, domain names in id order) from a cell store, optionally a seeded subset of cells.
-
-    RoI features are kept as float16 in memory (as stored: no precision lost, half the memory).
-    """
-    with CellStore.open(store_path, "r") as store:
-        domain_names = store.cells()["domain"].to_numpy(dtype=str)
-        if len(domain_names) == 0:
-            raise InputError(f"{store_path}: the store holds no cells")
-        n = len(domain_names)
-        subset = None
-        if max_cells is not None and max_cells < n:
-            subset = np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
-            domain_names, n = domain_names[subset], max_cells
-        domains, order = domain_ids(domain_names, source)
-        roi = np.empty((n, *ROI_SHAPE), dtype=np.float16)
-        for start in range(0, n, READ_BLOCK):
-            block = slice(start, start + READ_BLOCK)
-            roi[block] = store.roi(block if subset is None else subset[block])
-        crops = store.crops(subset)
-    return RoiCropDataset(roi, crops, domains), order
+def configs_from_args(args: argparse.Namespace) -> tuple[AutoencoderConfig, TrainerConfig]:
+    """The recipe's model and trainer configs with the options given on the command line."""
+    given = vars(args)
+    trainer = {name: given[name] for name in TRAINER_FIELDS if name in given}
+    if args.alignment_option:
+        trainer["alignment_options"] = dict(args.alignment_option)
+    trainer.update(channels_last=not args.no_channels_last, progress=not args.no_progress)
+    return recipe_configs(args.recipe, model={name: given[name] for name in MODEL_FIELDS if name in given},
+                          trainer=trainer)
 
 
 class _StoreRoi:
@@ -146,6 +152,15 @@ def write_embedding(store_path: Path, name: str, model: AECFEAutoencoder, checkp
     logger.info("wrote embedding %r (%d x %d) into %s", name, *codes.shape, store_path)
 
 
+def write_learning_curves(run: Path) -> Path | None:
+    """``curves.png`` from the run's ``curves.jsonl`` (against cells seen), if there is one."""
+    curves = run / "curves.jsonl"
+    if not curves.exists():
+        return None
+    records = [json.loads(line) for line in curves.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return plot_learning_curves({run.name: records}, run / "curves.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank, world_size = init_distributed()
@@ -153,32 +168,30 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
-    if torch.cuda.is_available():
+    device = torch.device(args.device) if args.device else torch.device("cpu")
+    if args.device is None and torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if device.type == "cpu" and not args.no_allocator_tuning:
         tune_cpu_allocator()
 
-    dataset, domain_names = load_training_cells(args.store, args.max_cells, args.source_domain, args.seed)
+    model_config, config = configs_from_args(args)
+    logger.info("recipe %r: %s; %s", args.recipe, model_config.to_json(), config.to_json())
+    dataset, domain_names = load_training_cells(args.store, max_cells=args.max_cells, source=args.source_domain,
+                                                seed=config.seed, exclude_domains=args.exclude_domain,
+                                                max_memory_gb=args.max_memory_gb, stream=args.stream)
     logger.info("%d cells, domains %s (id = position; %r is the alignment source), %d process(es)",
                 len(dataset), domain_names, domain_names[0], world_size)
-    torch.manual_seed(args.seed)
-    model_config = AutoencoderConfig(bottleneck=args.bottleneck, group_norm=args.group_norm,
-                                     input_scaling=args.input_scaling)
+    torch.manual_seed(config.seed)
     model = AECFEAutoencoder(model_config).to(device)
-    config = TrainerConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, alignment=args.alignment,
-        alignment_options=dict(args.alignment_option), beta=args.beta, balance_domains=args.balance_domains,
-        drop_last=args.drop_last, seed=args.seed, image_chunk_size=args.image_chunk_size,
-        channels_last=not args.no_channels_last, grid_every=args.grid_every,
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
     trainer = AutoencoderTrainer(model, config, n_domains=len(domain_names), out_dir=args.out)
     if args.resume:
         trainer.load_checkpoint(args.resume)
         logger.info("resumed from %s at epoch %d", args.resume, trainer.epoch)
     trainer.fit(dataset)
     if rank == 0:
+        write_learning_curves(args.out)
         checkpoint = args.out / "checkpoint.pt"
         if not checkpoint.exists():  # resumed from a finished run elsewhere: nothing was trained
             trainer.save_checkpoint(checkpoint)
