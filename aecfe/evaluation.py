@@ -340,7 +340,7 @@ def evaluate_cross_domain(X, y, domains, head: str | Callable[..., Any] = "rf", 
                           protocols: Iterable[str] = PROTOCOLS, head_params: dict | None = None,
                           test_size: float = 0.2, lodo_variants: Iterable[str] = ("whole_domain",),
                           domain_order: Sequence[str] | None = None, progress: bool = False,
-                          groups=None) -> CrossDomainResult:
+                          groups=None, held_out: Sequence[str] | None = None) -> CrossDomainResult:
     """Run the cross-domain protocols (module docstring) for every seed.
 
     Args:
@@ -356,6 +356,8 @@ def evaluate_cross_domain(X, y, domains, head: str | Callable[..., Any] = "rf", 
         groups: optional (N,) group keys (e.g. the content hash of each cell's image): a group never falls on
             both sides of a domain's split; groups spanning several domains are counted in
             ``config["groups_across_domains"]`` (module docstring).
+        held_out: the leave-one-domain-out folds to run, by held-out domain (default every domain), e.g. one fold
+            of features made by a model that never saw that domain.
     """
     y, domains = _check_inputs(X, y, domains)
     across = None
@@ -372,10 +374,12 @@ def evaluate_cross_domain(X, y, domains, head: str | Callable[..., Any] = "rf", 
     if not seeds:
         raise InputError("seeds must list at least one seed")
     order = _domain_order(domains, domain_order)
+    folds = list(order if held_out is None else held_out)
+    _check_choices("held-out domain", folds, order)
     head_name, make_model = _model_factory(head, head_params or {})
     run = _Run(X, y, head_name, make_model, np.unique(y))
     n_trainings = len(seeds) * (len(order) * ("matrix" in protocols)
-                                + len(order) * len(lodo_variants) * ("lodo" in protocols and len(order) > 1))
+                                + len(folds) * len(lodo_variants) * ("lodo" in protocols and len(order) > 1))
     bar = tqdm(total=n_trainings, desc=f"cross-domain {head_name}", disable=not progress)
     if "lodo" in protocols and len(order) < 2:
         logger.warning("leave-one-domain-out needs >= 2 domains, got %s: skipped", order)
@@ -395,7 +399,7 @@ def evaluate_cross_domain(X, y, domains, head: str | Callable[..., Any] = "rf", 
                              else ("all", whole[target])}
                     run.score(model, seed, "matrix", parts, source, target)
         if "lodo" in protocols and len(order) > 1:
-            for target in order:
+            for target in folds:
                 others = [d for d in order if d != target]
                 for variant in lodo_variants:
                     if variant == "whole_domain":
@@ -409,7 +413,8 @@ def evaluate_cross_domain(X, y, domains, head: str | Callable[..., Any] = "rf", 
                     run.score(model, seed, "lodo", {variant: part}, source, target)
     bar.close()
     config = {"head": head_name, "head_params": dict(head_params or {}), "seeds": seeds, "protocols": protocols,
-              "lodo_variants": lodo_variants, "test_size": test_size, "grouped": groups is not None}
+              "lodo_variants": lodo_variants, "test_size": test_size, "grouped": groups is not None,
+              "held_out": folds}
     if across is not None:
         config["groups_across_domains"] = across
     return run.result(order, config)

@@ -1,5 +1,6 @@
 """aecfe.comparison: the plan's steps and the report built from every method's scores."""
 import itertools
+import re
 
 import pandas as pd
 import pytest
@@ -108,11 +109,12 @@ def test_write_report_has_tables_confusions_and_costs(methods_dir, tmp_path):
     records = {"extract": StepRecord("extract", "extraction", "R-CNN-RF", ["x"], 10.0, 500.0, 0)}
     path = write_report(tmp_path / "report", methods_dir, records, title="T", command="cmd")
     text = path.read_text()
-    assert "| ERM      | rf     | 80.0 ± 0.0" in text
+    assert re.search(r"\| ERM +\| rf +\| none +\| 80\.0 ± 0\.0", text)
+    assert re.search(r"\| AE-CFE +\| rf +\| unlabelled \(UDA\) +\|", text)
     assert "confusion_best.png" in text and (tmp_path / "report" / "confusion_worst.png").exists()
     assert "## Cost on this machine" in text and "extraction" in text and "train per model (s)" in text
     assert (tmp_path / "report" / "costs_per_model.csv").exists()
-    assert pd.read_csv(tmp_path / "report" / "results_f1_macro.csv").shape == (3, 5)
+    assert pd.read_csv(tmp_path / "report" / "results_f1_macro.csv").shape == (3, 6)
 
 
 def test_plan_orders_dependencies_and_shares_seeds(tmp_path):
@@ -129,3 +131,30 @@ def test_plan_orders_dependencies_and_shares_seeds(tmp_path):
     assert few_shot.command[few_shot.command.index("--protocol") + 1] == "lodo"
     with pytest.raises(ValueError, match="unknown methods"):
         ComparisonConfig(out=tmp_path, methods=("AE-XYZ",))
+
+
+def test_fold_methods_are_collected_from_one_folder_per_held_out_domain(tmp_path):
+    for held_out in DOMAINS:
+        scores = fake_scores([0.5])
+        rows = scores[(scores.protocol == "lodo") & (scores.test_domain == held_out)]
+        folder = tmp_path / "AE-CFE-DG" / "folds" / held_out / "rf"
+        folder.mkdir(parents=True)
+        rows.to_csv(folder / "scores.csv", index=False)
+    scores = collect_scores(tmp_path)
+    assert set(scores["method"]) == {"AE-CFE-DG"} and sorted(scores["test_domain"]) == sorted(DOMAINS)
+    shown = format_table(results_table(scores), "f1_macro")
+    assert shown.loc[0, "LODO"] == "50.0" and shown.loc[0, "same domain"] == "—"
+    assert shown.loc[0, "scored domain in training"] == "none"
+
+
+def test_the_no_target_autoencoder_trains_once_per_fold_without_the_held_out_domain(tmp_path):
+    config = ComparisonConfig(out=tmp_path, methods=("AE-CFE", "AE-CFE-DG"), seeds=(0,))
+    steps = {step.name: step for step in build_steps(config)}
+    for lab in ("lab_a", "lab_b", "lab_c"):
+        train = steps[f"ae_mmd_without_{lab}.train"].command
+        assert train[train.index("--exclude-domain") + 1] == lab and "ae_mmd_without_" + lab in train
+        evaluate = steps[f"ae_mmd_without_{lab}.evaluate"].command
+        assert evaluate[evaluate.index("--held-out") + 1] == lab
+        assert evaluate[evaluate.index("--protocol") + 1:evaluate.index("--seeds")] == ("lodo",)
+        assert str(tmp_path / "methods" / "AE-CFE-DG" / "folds" / lab) in evaluate
+    assert "--exclude-domain" not in steps["ae_mmd.train"].command

@@ -251,3 +251,14 @@ def test_evaluate_cross_domain_reports_copies_across_domains():
     assert "## Copies across domains" in result.markdown()
     with pytest.raises(InputError, match="groups"):
         evaluate_cross_domain(X, y, domains, head=LogisticRegression, groups=groups[:5])
+
+
+def test_held_out_runs_only_the_chosen_leave_one_domain_out_folds():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3))
+    y = np.array(["a", "b"] * 30)
+    domains = np.repeat(["d1", "d2", "d3"], 20)
+    result = evaluate_cross_domain(X, y, domains, head="linear", seeds=[0], protocols=["lodo"], held_out=["d2"])
+    assert set(result.scores["test_domain"]) == {"d2"} and result.config["held_out"] == ["d2"]
+    with pytest.raises(InputError, match="held-out domain"):
+        evaluate_cross_domain(X, y, domains, head="linear", seeds=[0], protocols=["lodo"], held_out=["d9"])

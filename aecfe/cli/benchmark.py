@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                          choices=list(FEATURE_METHODS) + list(DG_METHODS))
     methods.add_argument("--head", nargs="+", default=["rf", "xgboost", "linear"], dest="heads")
     methods.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    methods.add_argument("--ae-epochs", type=int, default=20)
+    methods.add_argument("--ae-epochs", type=int, help="autoencoder epochs (default: the recipe's)")
     methods.add_argument("--ae-max-cells", type=int, help="seeded subset of cells for autoencoder training")
     methods.add_argument("--cnn-backbone", default="mobilenet_v2")
     methods.add_argument("--cnn-weights", help="ResNet-RF weights: name or local file (default: random init)")

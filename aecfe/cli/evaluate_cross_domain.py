@@ -82,12 +82,13 @@ def run_evaluation(X, y, domains, out_dir: str | Path, heads: Sequence[str] = ("
                    seeds: Iterable[int] = (0, 1, 2), protocols: Iterable[str] = PROTOCOLS,
                    lodo_variants: Iterable[str] = ("whole_domain",), head_params: dict[str, dict] | None = None,
                    test_size: float = 0.2, umap: bool = True, umap_max_points: int = 5000,
-                   confusion_png: bool = True, progress: bool = False, groups=None) -> dict[str, CrossDomainResult]:
+                   confusion_png: bool = True, progress: bool = False, groups=None,
+                   held_out: Sequence[str] | None = None) -> dict[str, CrossDomainResult]:
     """Evaluate each head on ``(X (N, D), y (N,), domains (N,))`` and write every table and figure.
 
     Samples with a missing label (None, NaN, "") are left out (logged). ``head_params``: per head name, the
     keyword arguments of that head. ``groups``: optional (N,) group keys kept on one side of each split
-    (:func:`aecfe.evaluation.evaluate_cross_domain`). Returns ``{head: CrossDomainResult}``; files: module
+    (:func:`aecfe.evaluation.evaluate_cross_domain`); ``held_out``: the LODO folds to run (default all). Returns ``{head: CrossDomainResult}``; files: module
     docstring.
     """
     y, domains = np.asarray(y, dtype=object), np.asarray(domains).astype(str)
@@ -104,7 +105,8 @@ def run_evaluation(X, y, domains, out_dir: str | Path, heads: Sequence[str] = ("
     for head in heads:
         result = evaluate_cross_domain(X, y, domains, head=head, seeds=seeds, protocols=protocols,
                                        head_params=(head_params or {}).get(head), test_size=test_size,
-                                       lodo_variants=lodo_variants, progress=progress, groups=groups)
+                                       lodo_variants=lodo_variants, progress=progress, groups=groups,
+                                       held_out=held_out)
         write_head_files({head: result}, out_dir, confusion_png)
         results[head] = result
     summary = out_dir / "summary.md"
@@ -201,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lodo-variant", nargs="+", default=["whole_domain"], choices=list(VARIANTS["lodo"]),
                         help="whole_domain: train on all of the other domains, test on all of the held-out one; "
                              "domainbed: their 80%% parts (SADA/BoDA tables)")
+    parser.add_argument("--held-out", action="append", metavar="DOMAIN",
+                        help="run only these leave-one-domain-out folds (repeatable; default every domain)")
     parser.add_argument("--test-size", type=open_fraction, default=0.2, help="test fraction of each domain's split")
     parser.add_argument("--scheme", help="relabel into this label scheme first (e.g. five, aecfe13)")
     parser.add_argument("--label-dataset", help="with --scheme: class map for every domain's labels "
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                        lodo_variants=args.lodo_variant, head_params=head_params, test_size=args.test_size,
                        umap=not args.no_umap, umap_max_points=args.umap_max_points,
                        confusion_png=not args.no_confusion_png, progress=True,
-                       groups=None if args.no_groups else groups)
+                       groups=None if args.no_groups else groups, held_out=args.held_out)
     except AecfeError as err:
         logger.error("%s", err)
         return 2

@@ -16,7 +16,16 @@ ND-AE-DA                    ``ae_nd``: aligned to a normal distribution
 AAE-DA                      ``ae_adversarial``: domain discriminator
 AE-CFE                      ``ae_mmd``: the reference moment matching
 AE-CFE-kMMD                 ``ae_kmmd``: multi-bandwidth Gaussian-kernel MMD
+AE-CFE-DG                   ``ae_mmd_without_<domain>``: AE-CFE trained without the held-out domain, one
+                            autoencoder per leave-one-domain-out fold (LODO only)
 ==========================  =====================================================================
+
+Every autoencoder above but AE-CFE-DG trains on the cells of *every* domain, the held-out one's included
+(unlabelled): unsupervised domain adaptation, as in the thesis. AE-CFE-DG and the deep baselines never see the
+held-out domain (domain generalisation); :data:`TARGET_DATA` says which is which, and the report shows it. The
+autoencoders train with the ``aecfe`` recipe (:mod:`extractors.recipes`) and the alignment of the variant;
+``--ae-options`` adds to or overrides it (e.g. ``--recipe reference``). Per-alignment weights β come from
+:data:`extractors.losses.DEFAULT_BETA`.
 """
 from __future__ import annotations
 
@@ -32,7 +41,17 @@ FEATURE_METHODS: dict[str, str] = {
 }
 """Report name -> embedding name in the store."""
 
+FOLD_METHODS: dict[str, str] = {"AE-CFE-DG": "ae_mmd"}
+"""Report name -> the embedding trained once per leave-one-domain-out fold without the held-out domain."""
+
 DG_METHODS: tuple[str, ...] = ("ERM", "DANN", "CORAL", "Mixup", "SelfReg", "BoDA", "SADA", "FewShot", "Oracle")
+
+TARGET_DATA: dict[str, str] = {
+    **{method: "unlabelled (UDA)" for method, embedding in FEATURE_METHODS.items() if embedding.startswith("ae_")},
+    "AE-CFE-DG": "none", "ResNet-RF": "none", "R-CNN-RF": "none",
+    **{method: "none" for method in DG_METHODS}, "FewShot": "k labelled per class", "Oracle": "labelled",
+}
+"""What each method's training saw of the domain it is scored on (LODO: the held-out one)."""
 SYNTHETIC_LABS: tuple[str, ...] = ("lab_a", "lab_b", "lab_c")
 """The labs of :func:`aecfe.synthetic.default_domains`."""
 
@@ -49,7 +68,8 @@ class ComparisonConfig:
         scheme: label scheme of every evaluation (:mod:`aecfe.taxonomy`).
         seeds: split and model seeds (every method). heads: embedding heads.
         methods: report names of :data:`FEATURE_METHODS` and :data:`DG_METHODS` to run.
-        ae_epochs, ae_max_cells: autoencoder training length and seeded cell subset (None: all).
+        ae_epochs, ae_max_cells: autoencoder training length (None: the recipe's) and seeded cell subset
+            (None: all).
         cnn_backbone, cnn_weights: the ResNet-RF features (weights: enum name or local file; None: random init).
         dg_backbone, dg_weights, dg_image_size, dg_steps: the deep baselines' network and length.
         dg_protocols: the protocols the deep baselines run (each trains its own models; Oracle always runs the
@@ -68,8 +88,8 @@ class ComparisonConfig:
     scheme: str = "five"
     seeds: Sequence[int] = (0, 1, 2)
     heads: Sequence[str] = ("rf", "xgboost", "linear")
-    methods: Sequence[str] = tuple(FEATURE_METHODS) + DG_METHODS
-    ae_epochs: int = 20
+    methods: Sequence[str] = tuple(FEATURE_METHODS) + tuple(FOLD_METHODS) + DG_METHODS
+    ae_epochs: int | None = None
     ae_max_cells: int | None = None
     cnn_backbone: str = "mobilenet_v2"
     cnn_weights: str | None = None
@@ -88,9 +108,10 @@ class ComparisonConfig:
 
     def __post_init__(self):
         self.out = Path(self.out)
-        unknown = sorted(set(self.methods) - set(FEATURE_METHODS) - set(DG_METHODS))
+        known = [*FEATURE_METHODS, *FOLD_METHODS, *DG_METHODS]
+        unknown = sorted(set(self.methods) - set(known))
         if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {list(FEATURE_METHODS) + list(DG_METHODS)}")
+            raise ValueError(f"unknown methods {unknown}; choose from {known}")
 
     @property
     def store(self) -> Path:
@@ -102,6 +123,12 @@ class ComparisonConfig:
 
     def ae_run(self, alignment: str) -> Path:
         return self.out / "autoencoders" / alignment
+
+    def domains(self) -> list[str]:
+        """The domain names: the folders of ``domains_root``, or the synthetic labs."""
+        if self.domains_root is None:
+            return list(SYNTHETIC_LABS)
+        return sorted(path.name for path in Path(self.domains_root).iterdir() if path.is_dir())
 
 
 def _cli(name: str, *args) -> tuple[str, ...]:
@@ -115,7 +142,7 @@ def data_steps(config: ComparisonConfig) -> list[Step]:
         steps.append(Step("data.synthetic", _cli("synthetic_data", "--out", config.out / "data",
                                                  "--n-per-domain", config.synthetic_n),
                           kind="data", method="data"))
-    if config.detector_checkpoint is None and any(m in FEATURE_METHODS for m in config.methods):
+    if config.detector_checkpoint is None and any(m in FEATURE_METHODS or m in FOLD_METHODS for m in config.methods):
         coco = [config.out / "data" / "coco" / lab / "annotations.json" for lab in SYNTHETIC_LABS]
         steps.append(Step("detector.train", _cli("train_detector", *coco, "--out", config.out / "detector",
                                                  "--min-size", 256, "--max-size", 256,
@@ -132,7 +159,8 @@ def detector_checkpoint(config: ComparisonConfig) -> Path:
 def feature_steps(config: ComparisonConfig) -> list[Step]:
     """Extraction, the CNN embedding, the autoencoders and the evaluation of every chosen feature method."""
     wanted = [m for m in FEATURE_METHODS if m in config.methods]
-    if not wanted:
+    folds = [m for m in FOLD_METHODS if m in config.methods]
+    if not wanted and not folds:
         return []
     prerequisites = tuple(s.name for s in data_steps(config))
     fallback = ("--fallback", "center") if config.detector_checkpoint is None else ()
@@ -148,23 +176,42 @@ def feature_steps(config: ComparisonConfig) -> list[Step]:
         embedding = FEATURE_METHODS[method]
         before = ("extract",)
         if embedding.startswith("ae_"):
-            alignment = embedding.removeprefix("ae_")
-            subset = ("--max-cells", config.ae_max_cells) if config.ae_max_cells else ()
-            steps.append(Step(f"{embedding}.train",
-                              _cli("train_autoencoder", config.store, "--out", config.ae_run(alignment),
-                                   "--alignment", alignment, "--epochs", config.ae_epochs, "--seed", 0,
-                                   "--embedding", embedding, "--no-progress", *subset, *config.ae_options),
-                              kind="training", method=method, after=before))
+            steps.append(_autoencoder_step(config, method, embedding, config.ae_run(embedding.removeprefix("ae_"))))
             before = (f"{embedding}.train",)
         elif embedding == "cnn":
             before = ("cnn",)
-        steps.append(Step(f"{embedding}.evaluate",
-                          _cli("evaluate_cross_domain", config.store, "--features", embedding,
-                               "--head", *config.heads, "--protocol", "matrix", "lodo",
-                               "--seeds", *config.seeds, "--scheme", config.scheme, "--label-dataset", "canonical",
-                               "--no-umap", "--no-confusion-png", "--out", config.out / "methods" / method),
-                          kind="evaluation", method=method, after=before))
+        steps.append(_evaluation_step(config, method, embedding, ("matrix", "lodo"), config.out / "methods" / method,
+                                      before))
+    for method in folds:  # one autoencoder per leave-one-domain-out fold, trained without the held-out domain
+        for domain in config.domains():
+            embedding = f"{FOLD_METHODS[method]}_without_{domain}"
+            steps.append(_autoencoder_step(config, method, embedding, config.out / "autoencoders" / embedding,
+                                           "--exclude-domain", domain))
+            steps.append(_evaluation_step(config, method, embedding, ("lodo",),
+                                          config.out / "methods" / method / "folds" / domain,
+                                          (f"{embedding}.train",), "--held-out", domain))
     return steps
+
+
+def _autoencoder_step(config: ComparisonConfig, method: str, embedding: str, run: Path, *extra) -> Step:
+    """Train the autoencoder of ``embedding`` (``ae_<alignment>[...]``) on the store and write its codes."""
+    alignment = embedding.removeprefix("ae_").split("_without_")[0]
+    subset = ("--max-cells", config.ae_max_cells) if config.ae_max_cells else ()
+    epochs = ("--epochs", config.ae_epochs) if config.ae_epochs else ()
+    return Step(f"{embedding}.train",
+                _cli("train_autoencoder", config.store, "--out", run, "--alignment", alignment, *epochs,
+                     "--seed", 0, "--embedding", embedding, "--no-progress", *subset, *extra, *config.ae_options),
+                kind="training", method=method, after=("extract",))
+
+
+def _evaluation_step(config: ComparisonConfig, method: str, embedding: str, protocols: Sequence[str], out: Path,
+                     after: tuple[str, ...], *extra) -> Step:
+    """Every head on ``embedding`` under ``protocols``, the comparison's seeds and scheme, into ``out``."""
+    return Step(f"{embedding}.evaluate",
+                _cli("evaluate_cross_domain", config.store, "--features", embedding, "--head", *config.heads,
+                     "--protocol", *protocols, "--seeds", *config.seeds, "--scheme", config.scheme,
+                     "--label-dataset", "canonical", "--no-umap", "--no-confusion-png", "--out", out, *extra),
+                kind="evaluation", method=method, after=after)
 
 
 def dg_steps(config: ComparisonConfig) -> list[Step]:

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from aecfe.comparison.plan import TARGET_DATA
 from aecfe.comparison.steps import StepRecord
 from aecfe.evaluation import COST_COLUMNS
 
@@ -41,13 +42,14 @@ RANK_BY = ("LODO", "f1_macro")
 
 def collect_scores(methods_dir: str | Path) -> pd.DataFrame:
     """Every ``<method>/<head>/scores.csv`` under ``methods_dir`` as one frame with a ``method`` column."""
-    frames = []
-    for path in sorted(Path(methods_dir).glob("*/*/scores.csv")):
+    frames, methods_dir = [], Path(methods_dir)
+    paths = sorted(methods_dir.glob("*/*/scores.csv")) + sorted(methods_dir.glob("*/folds/*/*/scores.csv"))
+    for path in paths:  # <method>/<head>/scores.csv, or <method>/folds/<held-out domain>/<head>/scores.csv
         # class and domain names such as "NA" stay text; an untimed model's empty cost cells are NaN
         scores = pd.read_csv(path, keep_default_na=False, na_values={column: [""] for column in COST_COLUMNS})
         if scores.empty:
             continue
-        frames.append(scores.assign(method=path.parent.parent.name, head=path.parent.name))
+        frames.append(scores.assign(method=path.relative_to(methods_dir).parts[0], head=path.parent.name))
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
@@ -86,7 +88,19 @@ def format_table(table: pd.DataFrame, metric: str) -> pd.DataFrame:
         return "—" if n == 0 else f"{100 * mean:.1f}" if n == 1 else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
     shown = pd.DataFrame({column: table[(column, metric)].map(text) for column in COLUMNS}, index=table.index)
-    return shown.reset_index()
+    shown = shown.reset_index()
+    shown.insert(2, TARGET_COLUMN, [target_data(method, head) for method, head in table.index])
+    return shown
+
+
+TARGET_COLUMN = "scored domain in training"
+
+
+def target_data(method: str, head: str) -> str:
+    """What (method, head) saw of the domain it is scored on during training (:data:`TARGET_DATA`)."""
+    if uses_target_labels(method, head):
+        return TARGET_DATA.get(method, "labelled")
+    return "none" if method == "FewShot" else TARGET_DATA.get(method, "?")
 
 
 def ranking(table: pd.DataFrame, by: tuple[str, str] = RANK_BY) -> pd.Series:
@@ -207,7 +221,12 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
                   "trained on all other domains, scored on the whole held-out one. Mean ± std over seeds, in % "
                   "(a mean without ± comes from one seed); — = not run for that method. LODO trains on every "
                   "sample of the other domains, so a deterministic head (linear; XGBoost without subsampling) "
-                  "scores the same for every seed there (± 0.0).", ""]
+                  "scores the same for every seed there (± 0.0). **scored domain in training**: what the method "
+                  "saw of the domain it is scored on (for LODO the held-out one): *unlabelled (UDA)* = the "
+                  "autoencoder trained on every domain's cells, the held-out one's included, without labels "
+                  "(unsupervised domain adaptation, as in the thesis); *none* = domain generalisation (AE-CFE-DG "
+                  "trains one autoencoder per fold without the held-out domain); the detector of the feature "
+                  "methods may have been trained on images of these labs too (say so with the command).", ""]
         for metric in REPORT_METRICS:
             shown = format_table(table, metric)
             shown.to_csv(out_dir / f"results_{metric}.csv", index=False)
