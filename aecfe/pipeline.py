@@ -278,12 +278,12 @@ def baseline_stage(name: str, pixel_side: int = RAW_PIXEL_SIDE) -> EmbeddingStag
 
 
 def autoencoder_stage(checkpoint: str | os.PathLike, name: str | None = None, batch_size: int = 256,
-                      device: str = "cpu") -> EmbeddingStage:
+                      device: str = "cpu", extra_attrs: Mapping | None = None) -> EmbeddingStage:
     """The AE-CFE code z of every cell (from its RoI features) with the autoencoder of a trainer checkpoint.
 
     ``name`` defaults to ``ae_<alignment>`` (e.g. ``ae_mmd``) from the checkpoint's trainer config.
-    The attrs record the model's identity (config and the checkpoint's sha256) like
-    ``scripts/train_autoencoder.py --embedding`` does.
+    The attrs record the model's identity (config and the checkpoint's sha256) and its trainer config, plus
+    ``extra_attrs`` (e.g. the domain ids of training).
     """
     import torch
 
@@ -294,7 +294,7 @@ def autoencoder_stage(checkpoint: str | os.PathLike, name: str | None = None, ba
     model = load_autoencoder(checkpoint).to(torch.device(device))
     name = name or f"ae_{state['trainer_config'].get('alignment', 'none')}"
     attrs = {"autoencoder": model_identity(model.config.to_dict(), checkpoint),
-             "trainer": state["trainer_config"]}
+             "trainer": state["trainer_config"], **(extra_attrs or {})}
 
     def encode(store: CellStore, rows: slice) -> np.ndarray:
         return encode_dataset(model, store.roi(rows), batch_size)

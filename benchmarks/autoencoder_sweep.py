@@ -68,7 +68,7 @@ def train(store: Path, run_dir: Path, name: str, arguments: str, common: str, ep
                "--epochs", str(epochs), "--embedding", f"sweep_{name}", *shlex.split(common), *shlex.split(arguments)]
     print("$", shlex.join(command), flush=True)
     started = time.perf_counter()
-    with open(run_dir.with_suffix(".log"), "w", encoding="utf-8") as log:
+    with open(run_dir.parent / f"{name}.log", "w", encoding="utf-8") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     return time.perf_counter() - started
 

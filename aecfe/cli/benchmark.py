@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--detector-seconds", type=float, default=600, help="training time of the synthetic detector")
     data.add_argument("--scheme", default="five", help="label scheme of every evaluation (aecfe.taxonomy)")
     methods = parser.add_argument_group("methods")
-    methods.add_argument("--methods", nargs="+", default=list(FEATURE_METHODS) + list(DG_METHODS),
-                         choices=list(FEATURE_METHODS) + list(DG_METHODS))
+    methods.add_argument("--methods", nargs="+", default=[*FEATURE_METHODS, *FOLD_METHODS, *DG_METHODS],
+                         choices=[*FEATURE_METHODS, *FOLD_METHODS, *DG_METHODS])
     methods.add_argument("--head", nargs="+", default=["rf", "xgboost", "linear"], dest="heads")
     methods.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     methods.add_argument("--ae-epochs", type=int, help="autoencoder epochs (default: the recipe's)")

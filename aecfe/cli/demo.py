@@ -15,8 +15,9 @@ Nothing is downloaded and ``../shared`` is not needed. From ``--seed`` the three
    crop (3x128x128) per cell, plus the baseline embeddings ``rcnn_roi`` (RoI features averaged over the 14x14
    grid, the R-CNN-RF baseline) and ``raw_pixels`` (crop averaged to 8x8 RGB). A single-cell image without a
    detection gets the centred fallback box, so every image gives a cell;
-3. the AE-CFE autoencoder trained on the store's RoI features and crops with ``--alignment`` (default the
-   reference moment matching, ``mmd``) for ``--ae-epochs``, and its code written back as ``ae_<alignment>``;
+3. the AE-CFE autoencoder trained on the store's RoI features and crops with the ``--recipe`` (default
+   :data:`extractors.recipes.DEFAULT_RECIPE`) and ``--alignment`` (default the moment matching, ``mmd``), and its
+   code written back as ``ae_<alignment>``;
 4. linear and random-forest heads on every embedding, evaluated across labs (the thesis matrix and
    leave-one-lab-out, :func:`aecfe.cli.evaluate_cross_domain.run_evaluation`): per embedding a folder of tables
    (CSV + Markdown; for the autoencoder's embedding also confusion matrices and UMAPs by lab and by class);
@@ -33,6 +34,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from aecfe.evaluation import format_mean_std
@@ -40,6 +42,7 @@ from aecfe.pipeline import (autoencoder_stage, baseline_stage, gather_images, ru
                             write_embedding_stage)
 from aecfe.store import CellStore, model_identity
 from aecfe.synthetic import default_domains, write_class_folders, write_coco
+from extractors.recipes import DEFAULT_RECIPE, RECIPES
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detector-seconds", type=float, default=600.0,
                         help="detector training time cap (a safety net: --detector-steps decides, reproducibly)")
     parser.add_argument("--detector-steps", type=int, default=150, help="detector training steps (batch 2)")
-    parser.add_argument("--ae-epochs", type=int, default=3)
+    parser.add_argument("--ae-epochs", type=int, help="autoencoder epochs (default: the recipe's)")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
+                        help="autoencoder training recipe (extractors.recipes)")
     parser.add_argument("--ae-batch", type=int, default=64)
     parser.add_argument("--alignment", default="mmd", help="alignment loss of the autoencoder")
     parser.add_argument("--heads", nargs="+", default=["linear", "rf"])
@@ -126,24 +131,24 @@ def train_or_load_detector(out: Path, training: list, args) -> tuple[object, dic
 
 
 def train_or_load_autoencoder(store_path: Path, out: Path, args) -> Path:
-    """Train the autoencoder on the store's cells into ``out/checkpoint.pt`` unless it exists; returns it."""
-    import torch
-
-    from aecfe.training_cells import load_training_cells
-    from extractors.autoencoder import AECFEAutoencoder
-    from extractors.trainer import AutoencoderTrainer, TrainerConfig, tune_cpu_allocator
+    """Train the autoencoder (recipe ``args.recipe``) on the store's cells into ``out/checkpoint.pt`` unless it
+    exists; returns it."""
+    from aecfe.autoencoding import train_on_store
+    from extractors.recipes import recipe_configs
+    from extractors.trainer import tune_cpu_allocator
 
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
         return checkpoint
-    dataset, domain_names = load_training_cells(store_path, seed=args.seed)
     tune_cpu_allocator()
-    torch.manual_seed(args.seed)
-    config = TrainerConfig(epochs=args.ae_epochs, batch_size=args.ae_batch, alignment=args.alignment,
-                           balance_domains=True, seed=args.seed, grid_every=args.ae_epochs,
-                           checkpoint_every=0, progress=not args.no_progress)
-    AutoencoderTrainer(AECFEAutoencoder(), config, n_domains=len(domain_names), out_dir=out).fit(dataset)
-    return checkpoint
+    overrides = {"batch_size": args.ae_batch, "alignment": args.alignment, "balance_domains": True,
+                 "seed": args.seed, "checkpoint_every": 0, "progress": not args.no_progress}
+    if args.ae_epochs:
+        overrides.update(epochs=args.ae_epochs, grid_every=args.ae_epochs)
+    model_config, trainer_config = recipe_configs(args.recipe, trainer=overrides)
+    if not args.ae_epochs:
+        trainer_config.grid_every = trainer_config.epochs
+    return train_on_store(store_path, out, model_config, trainer_config)
 
 
 def comparison_table(results: dict[tuple[str, str], object]) -> pd.DataFrame:
@@ -163,6 +168,16 @@ def comparison_table(results: dict[tuple[str, str], object]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def domain_probe(X, domains, seed: int) -> str:
+    """Balanced accuracy (%) of a linear classifier that tells the lab from the features (chance: 1/labs);
+    lower = the labs are better mixed (:func:`extractors.diagnostics.linear_probe`)."""
+    from extractors.diagnostics import linear_probe
+
+    domain_ids = pd.factorize(pd.Series(domains))[0]
+    accuracy = linear_probe(X, np.full(len(X), -1), domain_ids, seed=seed)["domain_accuracy"]
+    return f"{accuracy:.1f}"
+
+
 def _over_seeds(rows: pd.DataFrame, metric: str) -> str:
     return format_mean_std(rows.groupby("seed")[metric].mean()) if not rows.empty else "n/a"
 
@@ -175,7 +190,7 @@ def _cpu_seconds() -> float:
 
 
 def main(argv=None) -> int:
-    from aecfe.cli.evaluate_cross_domain import run_evaluation
+    from aecfe.cli.evaluate_cross_domain import load_features, run_evaluation
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -214,16 +229,19 @@ def main(argv=None) -> int:
         write_embedding_stage(store, stage, progress=progress)
     lap("encoding")
 
-    results, embeddings = {}, (stage.name, "rcnn_roi", "raw_pixels")
+    results, probes, embeddings = {}, {}, (stage.name, "rcnn_roi", "raw_pixels")
     for features in embeddings:
         with CellStore.open(store_path) as store:
-            X, y, domains = store.arrays(features, labelled_only=True)
+            X, y, domains, groups = load_features(store, features, with_groups=True)
         figures = features == stage.name  # confusion and UMAP PNGs for the autoencoder's embedding only
         evaluated = run_evaluation(X, y, domains, args.out / features, heads=args.heads, seeds=args.seeds,
-                                   umap=figures and not args.no_umap, confusion_png=figures, progress=progress)
+                                   umap=figures and not args.no_umap, confusion_png=figures, progress=progress,
+                                   groups=groups)
         results.update({(features, head): result for head, result in evaluated.items()})
+        probes[features] = domain_probe(X, domains, args.seed)
     lap("heads and evaluation")
     table = comparison_table(results)
+    table.insert(2, "domain-probe accuracy", table["features"].map(probes))
     table.to_csv(args.out / "comparison.csv", index=False)
     text = (f"# Synthetic labs, cross-lab comparison\n\n{len(y)} labelled cells, seeds {args.seeds}; "
             f"mean ± std over seeds, in %.\n\n{table.to_markdown(index=False)}\n\n"

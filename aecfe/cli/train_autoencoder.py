@@ -8,8 +8,9 @@ Usage::
 
 Domains: the store's ``domain`` names become ids 0 … K−1 with the alignment source (``--source-domain``, default
 the first name in sorted order) as 0 and the others in sorted order. The training run writes ``losses.jsonl``,
-reconstruction grids and ``checkpoint.pt`` into ``--out``; ``--resume`` continues from a checkpoint.
-Training on CPU costs ~60 ms per cell and epoch (image decoder); use ``--max-cells`` for a seeded subset.
+reconstruction grids, ``curves.jsonl`` / ``curves.png`` (per-epoch learning curves and code diagnostics) and
+``checkpoint.pt`` into ``--out``; ``--resume`` continues from a checkpoint. ``--recipe`` picks the settings
+(:mod:`extractors.recipes`: ``aecfe``, the default, or ``reference``); every other option overrides one of them.
 """
 from __future__ import annotations
 
@@ -19,19 +20,14 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from aecfe.autoencoding import train_on_store
 from aecfe.cli import nonnegative_float, nonnegative_int, positive_float, positive_int
-from aecfe.errors import InputError
-from aecfe.store import CellStore, model_identity
-from aecfe.training_cells import load_training_cells
-from aecfe.plots import plot_learning_curves
-from extractors.autoencoder import GROUP_NORMS, IMAGE_DECODERS, INPUT_SCALINGS, AECFEAutoencoder, AutoencoderConfig
+from extractors.autoencoder import GROUP_NORMS, IMAGE_DECODERS, INPUT_SCALINGS, AutoencoderConfig
 from extractors.losses import ALIGNMENT_LOSSES
 from extractors.recipes import DEFAULT_RECIPE, RECIPES, recipe_configs
-from extractors.trainer import (LR_SCHEDULES, PRECISIONS, AutoencoderTrainer, TrainerConfig, encode_dataset,
-                                init_distributed, tune_cpu_allocator)
+from extractors.trainer import LR_SCHEDULES, PRECISIONS, TrainerConfig, init_distributed, tune_cpu_allocator
 
 logger = logging.getLogger(__name__)
 
@@ -128,39 +124,6 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AutoencoderConfig, Trai
                           trainer=trainer)
 
 
-class _StoreRoi:
-    """The RoI features of a store as a row-sliceable array (read block by block by encode_dataset)."""
-
-    def __init__(self, store: CellStore):
-        self.store = store
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        return self.store.roi(rows)
-
-
-def write_embedding(store_path: Path, name: str, model: AECFEAutoencoder, checkpoint: Path,
-                    trainer_config: TrainerConfig, domains: list[str], batch_size: int) -> None:
-    """Encode every cell of the store and write the codes as embedding ``name``, with the model's identity."""
-    attrs = {"autoencoder": model_identity(model.config.to_dict(), checkpoint),
-             "trainer": trainer_config.to_dict(), "domain_ids": domains}
-    with CellStore.open(store_path, "a") as store:
-        codes = encode_dataset(model, _StoreRoi(store), batch_size, progress=True)
-        store.write_embedding(name, 0, codes, attrs=attrs)
-    logger.info("wrote embedding %r (%d x %d) into %s", name, *codes.shape, store_path)
-
-
-def write_learning_curves(run: Path) -> Path | None:
-    """``curves.png`` from the run's ``curves.jsonl`` (against cells seen), if there is one."""
-    curves = run / "curves.jsonl"
-    if not curves.exists():
-        return None
-    records = [json.loads(line) for line in curves.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return plot_learning_curves({run.name: records}, run / "curves.png")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank, world_size = init_distributed()
@@ -178,26 +141,10 @@ def main(argv: list[str] | None = None) -> int:
 
     model_config, config = configs_from_args(args)
     logger.info("recipe %r: %s; %s", args.recipe, model_config.to_json(), config.to_json())
-    dataset, domain_names = load_training_cells(args.store, max_cells=args.max_cells, source=args.source_domain,
-                                                seed=config.seed, exclude_domains=args.exclude_domain,
-                                                max_memory_gb=args.max_memory_gb, stream=args.stream)
-    logger.info("%d cells, domains %s (id = position; %r is the alignment source), %d process(es)",
-                len(dataset), domain_names, domain_names[0], world_size)
-    torch.manual_seed(config.seed)
-    model = AECFEAutoencoder(model_config).to(device)
-    trainer = AutoencoderTrainer(model, config, n_domains=len(domain_names), out_dir=args.out)
-    if args.resume:
-        trainer.load_checkpoint(args.resume)
-        logger.info("resumed from %s at epoch %d", args.resume, trainer.epoch)
-    trainer.fit(dataset)
-    if rank == 0:
-        write_learning_curves(args.out)
-        checkpoint = args.out / "checkpoint.pt"
-        if not checkpoint.exists():  # resumed from a finished run elsewhere: nothing was trained
-            trainer.save_checkpoint(checkpoint)
-        if args.embedding:
-            write_embedding(args.store, args.embedding, model.cpu().eval(), checkpoint, config, domain_names,
-                            args.encode_batch)
+    train_on_store(args.store, args.out, model_config, config, embedding=args.embedding, device=str(device),
+                   max_cells=args.max_cells, source=args.source_domain, exclude_domains=args.exclude_domain,
+                   max_memory_gb=args.max_memory_gb, stream=args.stream, resume=args.resume, rank=rank,
+                   world_size=world_size, encode_batch=args.encode_batch)
     if world_size > 1:
         torch.distributed.destroy_process_group()
     return 0
