@@ -380,6 +380,33 @@ class CodeVarianceFloor(nn.Module):
         return f"gamma={self.gamma}, eps={self.eps}"
 
 
+class UnexplainedVarianceLoss(nn.Module):
+    """Feature reconstruction as the fraction of variance unexplained: L = MSE(ĥ, h) / Var_B(h), inputs (B, ...).
+
+    Var_B(h) is the variance of h around its batch mean, averaged over elements (detached: a scale, not a target),
+    so L ≈ 1 for the reconstruction of a constant code (the batch mean) and → 0 for a perfect one. The plain MSE of
+    min-max scaled RoI features is ~0.03 for the mean cell, so an alignment term weighted β = 5 outweighs all the
+    information the code could carry; on this scale β compares with "all of it" (= 1). Needs B ≥ 2.
+
+    Example:
+        >>> h = torch.randn(8, 256, 14, 14)
+        >>> round(float(UnexplainedVarianceLoss()(h.mean(0, keepdim=True).expand_as(h), h)), 3)
+        1.0
+    """
+
+    def __init__(self, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, h_hat: Tensor, h: Tensor) -> Tensor:
+        variance = h.detach().var(dim=0, correction=0).mean()
+        return F.mse_loss(h_hat, h) / (variance + self.eps)
+
+
+FEATURE_LOSSES = {"mse": nn.MSELoss, "fvu": UnexplainedVarianceLoss}
+"""Feature-reconstruction losses: ``"mse"`` (reference) and ``"fvu"`` (:class:`UnexplainedVarianceLoss`)."""
+
+
 class NoAlignment(nn.Module):
     """"none" (AE-RF): no alignment; returns 0·Σz."""
 
@@ -438,7 +465,8 @@ class AECFELoss(nn.Module):
     [0, 1] (S the image decoder's output side), domains (B,) int64. ``forward`` returns a dict of scalar tensors
     ``feature``, ``image``, ``alignment`` (unweighted), ``variance`` when ``variance_weight`` > 0, and ``total``.
     β = 5 and SSIM window 10 / σ 1.5 are the reference code's values. ``variance_weight`` λ and ``variance_floor``
-    γ add :class:`CodeVarianceFloor` (off by default). ``alignment_options`` go to :func:`make_alignment_loss`
+    γ add :class:`CodeVarianceFloor` (off by default). ``feature_loss``: ``"mse"`` (reference) or ``"fvu"``, the
+    MSE as a fraction of the features' variance (:class:`UnexplainedVarianceLoss`). ``alignment_options`` go to :func:`make_alignment_loss`
     together with ``bottleneck``, ``n_domains`` and ``source_domain``.
 
     Example:
@@ -451,10 +479,13 @@ class AECFELoss(nn.Module):
 
     def __init__(self, alignment: str = "mmd", beta: float = 5.0, ssim_window: int = 10, ssim_sigma: float = 1.5,
                  bottleneck: int | None = None, n_domains: int | None = None, source_domain: int | None = None,
-                 variance_weight: float = 0.0, variance_floor: float = 0.1, **alignment_options):
+                 variance_weight: float = 0.0, variance_floor: float = 0.1, feature_loss: str = "mse",
+                 **alignment_options):
         super().__init__()
         self.weights = {"feature": 1.0, "image": 1.0, "alignment": float(beta), "variance": float(variance_weight)}
-        self.feature_loss = nn.MSELoss()
+        if feature_loss not in FEATURE_LOSSES:
+            raise InputError(f"unknown feature loss {feature_loss!r}; expected one of {sorted(FEATURE_LOSSES)}")
+        self.feature_loss = FEATURE_LOSSES[feature_loss]()
         self.image_loss = SSIMLoss(ssim_window, ssim_sigma)
         self.alignment = make_alignment_loss(alignment, bottleneck=bottleneck, n_domains=n_domains,
                                              source_domain=source_domain, **alignment_options)

@@ -197,6 +197,7 @@ class TrainerConfig(JsonConfig):
     * lr_schedule — ``"constant"`` [reference] or ``"onecycle"`` (torch's OneCycleLR peaking at lr, over all steps);
     * precision — ``"fp32"`` or ``"bf16"`` (torch.autocast of the forward passes; losses in float32);
     * variance_weight, variance_floor — VICReg variance term on the code (:class:`~extractors.losses.CodeVarianceFloor`);
+    * feature_loss — ``"mse"`` [reference] or ``"fvu"`` (:class:`~extractors.losses.UnexplainedVarianceLoss`);
     * probe_cells — cells of the fixed set on which each epoch's code diagnostics are computed (0 = none).
     """
 
@@ -224,6 +225,7 @@ class TrainerConfig(JsonConfig):
     precision: str = "fp32"
     variance_weight: float = 0.0
     variance_floor: float = 0.1
+    feature_loss: str = "mse"
     probe_cells: int = 1000
 
     def __post_init__(self):
@@ -316,7 +318,8 @@ class AutoencoderTrainer:
             self.loss_fn = AECFELoss(cfg.alignment, cfg.beta, cfg.ssim_window, cfg.ssim_sigma,
                                      bottleneck=model.config.bottleneck, n_domains=n_domains,
                                      source_domain=cfg.source_domain, variance_weight=cfg.variance_weight,
-                                     variance_floor=cfg.variance_floor, **cfg.alignment_options).to(self.device)
+                                     variance_floor=cfg.variance_floor, feature_loss=cfg.feature_loss,
+                                     **cfg.alignment_options).to(self.device)
         if self.world_size > 1:  # identical initial weights everywhere
             for tensor in [*model.state_dict().values(), *self.loss_fn.parameters()]:
                 dist.broadcast(tensor.data, src=0)

@@ -44,7 +44,7 @@ def parse_option(text: str) -> tuple[str, object]:
 
 MODEL_FIELDS = ("bottleneck", "group_norm", "input_scaling", "image_decoder")
 TRAINER_FIELDS = ("epochs", "batch_size", "lr", "alignment", "beta", "beta_warmup_epochs", "variance_weight",
-                  "variance_floor", "image_from_epoch", "lr_schedule", "precision", "probe_cells", "balance_domains",
+                  "variance_floor", "feature_loss", "image_from_epoch", "lr_schedule", "precision", "probe_cells", "balance_domains",
                   "drop_last", "seed", "image_chunk_size", "grid_every", "checkpoint_every")
 FROM_RECIPE = argparse.SUPPRESS
 """Default of every model and training option: absent from the parsed arguments, so the recipe's value holds."""
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="weight of the VICReg variance floor on the code (0: off)")
     train.add_argument("--variance-floor", type=nonnegative_float, default=FROM_RECIPE,
                        help="per-dimension std the variance term asks of the code")
+    train.add_argument("--feature-loss", choices=("mse", "fvu"), default=FROM_RECIPE,
+                       help="feature reconstruction: plain MSE (reference) or the fraction of variance unexplained")
     train.add_argument("--image-from-epoch", type=nonnegative_int, default=FROM_RECIPE,
                        help="epochs before it train the encoder and feature decoder only (cheap path)")
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=FROM_RECIPE)
