@@ -258,3 +258,13 @@ def test_total_loss_adds_the_variance_term_only_when_weighted():
     assert float(terms["variance"]) > 0.9
     assert torch.isclose(terms["total"], terms["feature"] + terms["image"] + 5 * terms["alignment"]
                          + 2 * terms["variance"])
+
+
+def test_unexplained_variance_is_one_for_the_mean_cell_and_zero_for_a_perfect_reconstruction():
+    h = torch.randn(16, 256, 14, 14, generator=torch.Generator().manual_seed(0)) * 0.2 + 0.1
+    loss = AECFELoss("none", feature_loss="fvu").feature_loss
+    assert float(loss(h.mean(0, keepdim=True).expand_as(h), h)) == pytest.approx(1.0, rel=1e-4)
+    assert float(loss(h, h)) == 0.0
+    assert float(loss(0.5 * h, 0.5 * h + 0.01)) == pytest.approx(float(loss(h, h + 0.02)), rel=1e-4)  # scale-free
+    with pytest.raises(InputError, match="feature loss"):
+        AECFELoss("none", feature_loss="l1")
