@@ -111,6 +111,10 @@ def load_training_cells(store_path: str | Path, *, max_cells: int | None = None,
     if unknown:
         raise InputError(f"{store_path}: cannot leave out domains {unknown}: not in the store "
                          f"(domains: {sorted(set(domain_names.tolist()))})")
+    if source in exclude_domains:
+        logger.warning("the alignment source %r is left out of training: the first remaining domain is the source",
+                       source)
+        source = None
     rows = np.flatnonzero(~np.isin(domain_names, list(exclude_domains)))
     if len(rows) == 0:
         raise InputError(f"{store_path}: the store holds no cells" + (" outside the left-out domains"

@@ -53,8 +53,8 @@ def collapse_warning(statistics: dict[str, float]) -> str | None:
     if statistics["code_std"] < COLLAPSE_STD or statistics["effective_rank"] < COLLAPSE_RANK:
         return (f"CODE COLLAPSE: per-dimension std {statistics['code_std']:.4f} (warning below {COLLAPSE_STD}), "
                 f"effective rank {statistics['effective_rank']:.2f} (below {COLLAPSE_RANK}): the code is "
-                "turning constant and carries little information; lower the alignment weight beta, use a "
-                "standardised alignment (standardize=true) or a variance floor")
+                "turning constant and carries little information; lower the alignment weight beta or measure the "
+                "reconstruction as unexplained variance (feature_loss='fvu', the default recipe)")
     return None
 
 

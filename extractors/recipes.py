@@ -4,10 +4,11 @@
   the raw moment matching (``mmd``) at β = 5, Adam at a constant lr 1e-3, 150 epochs. On real cells its code
   collapses to a constant within two epochs (DESIGN, "Lessons about the autoencoder"); kept exactly, by name.
 * ``"aecfe"`` (default) — the same encoder, feature decoder and moment matching, trained so that it learns on a
-  CPU budget (measured in ``docs/autoencoder_training.md``):
+  CPU budget (the measurements behind each choice: ``docs/autoencoder_training.md``):
 
-  - the alignment sees standardised codes (:class:`~extractors.losses.StandardizedAlignment`), so a constant code
-    is no minimum of it, and a VICReg variance floor keeps every code dimension spread (std ≥ 0.1);
+  - the feature reconstruction is the fraction of variance unexplained
+    (:class:`~extractors.losses.UnexplainedVarianceLoss`): a constant code costs 1 there, more than the moment
+    matching of a live code can ever save (~0.01–0.03 per unit of β), so collapsing no longer pays;
   - β rises from 0 over the first tenth of training (reconstruction first);
   - the first 80 % of the epochs train the cheap path (encoder + feature decoder, ~20x faster per cell); the
     light 64-px image decoder joins for the last 20 %;
@@ -25,12 +26,14 @@ from aecfe.errors import InputError
 from extractors.autoencoder import AutoencoderConfig
 from extractors.trainer import TrainerConfig
 
+BETA = 5.0
+"""Alignment weight of the ``aecfe`` recipe, from the β sweep on the shared labs (docs/autoencoder_training.md)."""
+
 RECIPES: dict[str, dict[str, Any]] = {
     "reference": {"model": {}, "trainer": {}},
     "aecfe": {
         "model": {"image_decoder": "light"},
-        "trainer": {"epochs": 60, "alignment": "mmd", "alignment_options": {"standardize": True}, "beta": 1.0,
-                    "variance_weight": 1.0, "variance_floor": 0.1, "lr_schedule": "onecycle",
+        "trainer": {"epochs": 60, "alignment": "mmd", "beta": BETA, "feature_loss": "fvu", "lr_schedule": "onecycle",
                     "balance_domains": True},
         "fractions": {"image_from_epoch": 0.8, "beta_warmup_epochs": 0.1},
     },

@@ -73,7 +73,8 @@ def test_default_recipe_is_the_collapse_proof_one_and_options_override_it(tmp_pa
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     trainer, model = state["trainer_config"], state["model_config"]
     assert model["image_decoder"] == "light" and model["bottleneck"] == 5
-    assert trainer["alignment"] == "mmd" and trainer["alignment_options"] == {"standardize": True, "pairing": "all"}
+    assert trainer["alignment"] == "mmd" and trainer["alignment_options"] == {"pairing": "all"}
+    assert trainer["feature_loss"] == "fvu"
     assert trainer["beta"] == 2 and trainer["image_from_epoch"] == 4 and trainer["lr_schedule"] == "onecycle"
     curves = [json.loads(line) for line in (run / "curves.jsonl").read_text().splitlines()]
     assert [c["image_decoder"] for c in curves] == [False] * 4 + [True]
@@ -84,3 +85,4 @@ def test_default_recipe_is_the_collapse_proof_one_and_options_override_it(tmp_pa
     state = torch.load(reference / "checkpoint.pt", weights_only=True)
     assert state["model_config"]["image_decoder"] == "reference"
     assert state["trainer_config"]["beta"] == 5 and state["trainer_config"]["alignment_options"] == {}
+    assert state["trainer_config"]["feature_loss"] == "mse" and state["trainer_config"]["image_from_epoch"] == 0

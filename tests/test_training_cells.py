@@ -40,8 +40,8 @@ def test_budget_decides_streaming_and_domains_can_be_left_out(tmp_path):
     store_path = make_store(tmp_path / "cells.h5", n_per_domain=3)
     assert isinstance(load_training_cells(store_path, max_memory_gb=1e-6)[0], StoreCells)
     assert isinstance(load_training_cells(store_path)[0], RoiCropDataset)
-    data, order = load_training_cells(store_path, exclude_domains=["labA"], stream=True)
-    assert order == ["labB"] and len(data) == 3 and data.rows.tolist() == [3, 4, 5]
+    data, order = load_training_cells(store_path, exclude_domains=["labA"], source="labA", stream=True)
+    assert order == ["labB"] and len(data) == 3 and data.rows.tolist() == [3, 4, 5]  # the source falls back
     with pytest.raises(InputError, match="labC"):
         load_training_cells(store_path, exclude_domains=["labC"])
     with pytest.raises(InputError, match="no cells"):
