@@ -26,7 +26,7 @@ from aecfe.errors import InputError
 from extractors.autoencoder import AutoencoderConfig
 from extractors.trainer import TrainerConfig
 
-BETA = 5.0
+BETA = 1.0
 """Alignment weight of the ``aecfe`` recipe, from the β sweep on the shared labs (docs/autoencoder_training.md)."""
 
 RECIPES: dict[str, dict[str, Any]] = {
