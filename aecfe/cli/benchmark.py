@@ -29,7 +29,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from aecfe.comparison.plan import DG_METHODS, FEATURE_METHODS, ComparisonConfig, build_steps
+from aecfe.comparison.plan import DG_METHODS, FEATURE_METHODS, FOLD_METHODS, ComparisonConfig, build_steps
 from aecfe.comparison.steps import run_steps
 
 logger = logging.getLogger(__name__)
