@@ -146,7 +146,7 @@ def _save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-CURVE_PANELS = (("feature", "feature MSE"), ("image", "1 - SSIM"), ("alignment", "alignment (unweighted)"),
+CURVE_PANELS = (("feature", "feature loss (MSE, or unexplained variance)"), ("image", "1 - SSIM"), ("alignment", "alignment (unweighted)"),
                 ("code_std", "code std (mean over dims)"), ("effective_rank", "code effective rank"),
                 ("probe_f1_macro", "in-lab linear-probe F1-macro (%)"),
                 ("domain_accuracy", "domain-probe balanced accuracy (%)"))

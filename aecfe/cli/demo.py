@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ae-epochs", type=int, help="autoencoder epochs (default: the recipe's)")
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
                         help="autoencoder training recipe (extractors.recipes)")
-    parser.add_argument("--ae-batch", type=int, default=64)
+    parser.add_argument("--ae-batch", type=int, default=32,
+                        help="autoencoder batch (300 cells: 10 steps per epoch)")
     parser.add_argument("--alignment", default="mmd", help="alignment loss of the autoencoder")
     parser.add_argument("--heads", nargs="+", default=["linear", "rf"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="split and model seeds")
