@@ -49,8 +49,6 @@ def write_store(path: Path, n: int, seed: int = 0) -> Path:
 
 def measure(store: str, stream: bool, steps: int) -> dict:
     """Peak RSS and seconds per step of ``steps`` cheap-path steps (meant to run in its own process)."""
-    import torch
-
     from aecfe.training_cells import load_training_cells
     from extractors.autoencoder import AECFEAutoencoder
     from extractors.recipes import recipe_configs

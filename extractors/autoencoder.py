@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aecfe.errors import InputError
-from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
 
 INPUT_SCALINGS = ("minmax", "none")
 GROUP_NORMS = ("chunk", "torch")

@@ -52,7 +52,8 @@ from tqdm import tqdm
 
 from aecfe import checkpoints
 from aecfe.errors import InputError
-from extractors.autoencoder import CROP_SHAPE, ROI_SHAPE, AECFEAutoencoder, AutoencoderConfig, JsonConfig
+from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
+from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig, JsonConfig
 from extractors.diagnostics import code_statistics, collapse_warning, linear_probe
 from extractors.losses import AECFELoss
 

@@ -1,6 +1,5 @@
 """Code diagnostics (extractors/diagnostics.py): spread, effective rank, linear probes, the collapse warning."""
 import numpy as np
-import pytest
 
 from extractors.diagnostics import code_statistics, collapse_warning, effective_rank, linear_probe
 
