@@ -234,10 +234,11 @@ class TrainerConfig(JsonConfig):
             raise InputError(f"unknown lr_schedule {self.lr_schedule!r}; expected one of {LR_SCHEDULES}")
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
-        for name in ("epochs", "batch_size", "image_from_epoch", "probe_cells", "image_chunk_size"):
-            if getattr(self, name) < (1 if name in ("epochs", "batch_size") else 0):
-                raise InputError(f"{name} must be >= {1 if name in ('epochs', 'batch_size') else 0}, "
-                                 f"got {getattr(self, name)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InputError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if min(self.image_from_epoch, self.probe_cells, self.image_chunk_size) < 0:
+            raise InputError(f"image_from_epoch, probe_cells and image_chunk_size must be >= 0, got "
+                             f"{self.image_from_epoch}, {self.probe_cells}, {self.image_chunk_size}")
         if self.lr <= 0 or self.beta < 0 or self.beta_warmup_epochs < 0 or self.variance_weight < 0:
             raise InputError(f"lr must be > 0 and beta, beta_warmup_epochs, variance_weight >= 0, got lr={self.lr}, "
                              f"beta={self.beta}, beta_warmup_epochs={self.beta_warmup_epochs}, "
@@ -345,14 +346,12 @@ class AutoencoderTrainer:
 
     def _average_gradients(self) -> None:
         """Mean of the gradients over processes, in one all-reduce of a flat (contiguous) buffer."""
-        grads = [param.grad if param.grad is not None else torch.zeros_like(param)
-                 for param in self.model.parameters()]
+        grads = [param.grad for param in self.model.parameters() if param.grad is not None]
         flat = torch.cat([grad.reshape(-1) for grad in grads])
         dist.all_reduce(flat)
         flat /= self.world_size
-        for param, average in zip(self.model.parameters(), flat.split([grad.numel() for grad in grads])):
-            if param.grad is not None:
-                param.grad.copy_(average.view(param.shape))
+        for grad, average in zip(grads, flat.split([grad.numel() for grad in grads])):
+            grad.copy_(average.view(grad.shape))
 
     def _image_chunks(self, n: int) -> list[tuple[int, int]]:
         size = self.config.image_chunk_size or n
