@@ -2,8 +2,6 @@
 import json
 
 import numpy as np
-import pandas as pd
-import pytest
 
 from aecfe.cli.demo import main
 from aecfe.store import CellStore
@@ -39,18 +37,3 @@ def test_demo_end_to_end_writes_store_tables_and_caches_stages(tmp_path, capsys)
         assert len(store) == 24
         np.testing.assert_array_equal(store.arrays("ae_mmd", labelled_only=True)[0], X)
 
-
-@pytest.mark.slow
-def test_default_autoencoder_keeps_class_information_and_mixes_the_labs(tmp_path):
-    """The default recipe on the synthetic labs (a small demo): the code classifies cells within a lab at least as
-    well as raw pixels, is not collapsed, and a linear domain classifier tells the labs apart less well from it
-    than from the RoI features it compresses."""
-    argv = ["--out", str(tmp_path), "--n-per-domain", "40", "--detector-fields", "6", "--detector-steps", "40",
-            "--ae-epochs", "30", "--heads", "rf", "--seeds", "0", "1", "--no-umap", "--no-progress"]
-    assert main(argv) == 0
-    table = pd.read_csv(tmp_path / "comparison.csv").set_index("features")
-    in_lab = table["in-lab accuracy"].map(lambda text: float(text.split(" ± ")[0]))
-    assert in_lab["ae_mmd"] >= in_lab["raw_pixels"], table.to_string()
-    assert table.loc["ae_mmd", "domain-probe accuracy"] < table.loc["rcnn_roi", "domain-probe accuracy"]
-    curves = [json.loads(line) for line in (tmp_path / "autoencoder" / "curves.jsonl").read_text().splitlines()]
-    assert curves[-1]["effective_rank"] > 2 and curves[-1]["code_std"] > 0.02
