@@ -234,8 +234,8 @@ class TrainerConfig(JsonConfig):
             raise InputError(f"unknown lr_schedule {self.lr_schedule!r}; expected one of {LR_SCHEDULES}")
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise InputError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs} and {self.batch_size}")
         if min(self.image_from_epoch, self.probe_cells, self.image_chunk_size) < 0:
             raise InputError(f"image_from_epoch, probe_cells and image_chunk_size must be >= 0, got "
                              f"{self.image_from_epoch}, {self.probe_cells}, {self.image_chunk_size}")
@@ -432,7 +432,7 @@ class AutoencoderTrainer:
         return self.config.beta * min(1.0, self.step / warmup_steps)
 
     def _build_scheduler(self, steps_per_epoch: int) -> None:
-        if self.config.lr_schedule != "onecycle" or self.scheduler is not None:
+        if self.config.lr_schedule != "onecycle" or self.scheduler is not None or self.config.epochs == 0:
             return
         total_steps = self.config.epochs * steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.config.lr,

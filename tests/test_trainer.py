@@ -284,6 +284,6 @@ def test_light_image_decoder_reconstructs_64_pixels_against_the_averaged_crop(tm
 
 
 def test_bad_trainer_settings_are_refused():
-    for bad in ({"lr_schedule": "cosine"}, {"precision": "fp8"}, {"lr": -1.0}, {"batch_size": 0}, {"epochs": 0}):
+    for bad in ({"lr_schedule": "cosine"}, {"precision": "fp8"}, {"lr": -1.0}, {"batch_size": 0}, {"epochs": -1}):
         with pytest.raises(InputError):
             TrainerConfig(**bad)

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--image-decoder", choices=IMAGE_DECODERS, default=FROM_RECIPE,
                        help="reference: METHODS 1.5, 128 px; light: 64 px, ~10x cheaper")
     train = parser.add_argument_group("training (defaults: the recipe's)")
-    train.add_argument("--epochs", type=positive_int, default=FROM_RECIPE)
+    train.add_argument("--epochs", type=nonnegative_int, default=FROM_RECIPE)
     train.add_argument("--batch-size", type=positive_int, default=FROM_RECIPE, help="cells per batch and process")
     train.add_argument("--lr", type=positive_float, default=FROM_RECIPE, help="(peak) learning rate of Adam")
     train.add_argument("--alignment", choices=sorted(ALIGNMENT_LOSSES), default=FROM_RECIPE)
