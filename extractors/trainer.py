@@ -195,7 +195,8 @@ class TrainerConfig(JsonConfig):
     * image_from_epoch — epochs before it train the encoder and feature decoder only (and the code terms): the
       cheap path, ~20x faster per cell than a step with the reference image decoder; the image decoder joins after;
     * beta_warmup_epochs — the alignment weight rises linearly from 0 to beta over these epochs (per step);
-    * lr_schedule — ``"constant"`` [reference] or ``"onecycle"`` (torch's OneCycleLR peaking at lr, over all steps);
+    * lr_schedule — ``"constant"`` [reference] or ``"onecycle"`` (torch's OneCycleLR peaking at lr, over all steps;
+      the image decoder keeps the constant lr in an Adam of its own, as it joins late);
     * precision — ``"fp32"`` or ``"bf16"`` (torch.autocast of the forward passes; losses in float32);
     * variance_weight, variance_floor — VICReg variance term on the code (:class:`~extractors.losses.CodeVarianceFloor`);
     * feature_loss — ``"mse"`` [reference] or ``"fvu"`` (:class:`~extractors.losses.UnexplainedVarianceLoss`);
@@ -327,13 +328,23 @@ class AutoencoderTrainer:
                 dist.broadcast(tensor.data, src=0)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.optimizer, self.image_optimizer = self._optimizers()
         self.scheduler = None  # built by fit, which knows the steps per epoch
         self._scheduler_state = None
         self.epoch = 0
         self.step = 0
         self.cells_seen = 0
         self.train_seconds = 0.0
+
+    def _optimizers(self) -> tuple[torch.optim.Adam, torch.optim.Adam | None]:
+        """Adam over every parameter; under the one-cycle schedule the image decoder gets an Adam of its own at the
+        constant peak lr: it joins late (``image_from_epoch``), when the cycle has annealed the lr of the rest."""
+        model, lr = self.model, self.config.lr
+        if self.config.lr_schedule != "onecycle":
+            return torch.optim.Adam(model.parameters(), lr=lr), None
+        image = {id(param) for param in model.image_decoder.parameters()}
+        rest = [param for param in model.parameters() if id(param) not in image]
+        return torch.optim.Adam(rest, lr=lr), torch.optim.Adam(model.image_decoder.parameters(), lr=lr)
 
     # ---- one optimisation step ------------------------------------------------------------------------------------
 
@@ -381,6 +392,8 @@ class AutoencoderTrainer:
         if self.config.channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.image_optimizer is not None:
+            self.image_optimizer.zero_grad(set_to_none=True)
 
         with self._autocast():
             z = model.encode(h)
@@ -410,6 +423,8 @@ class AutoencoderTrainer:
         if self.world_size > 1:
             self._average_gradients()
         self.optimizer.step()
+        if self.image_optimizer is not None and with_image:
+            self.image_optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         logged["total"] = loss_fn.weighted_sum(logged, beta)
@@ -562,6 +577,8 @@ class AutoencoderTrainer:
                  "loss": self.loss_fn.state_dict()}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
+        if self.image_optimizer is not None:
+            state["image_optimizer"] = self.image_optimizer.state_dict()
         return state
 
     def save_checkpoint(self, path: str | Path) -> None:
@@ -577,6 +594,8 @@ class AutoencoderTrainer:
                              f"{self.n_domains} domains")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.image_optimizer is not None and "image_optimizer" in state:
+            self.image_optimizer.load_state_dict(state["image_optimizer"])
         self.loss_fn.load_state_dict(state["loss"])
         self._scheduler_state = (state["scheduler"], state["optimizer"]) if "scheduler" in state else None
         self.epoch, self.step = int(state["epoch"]), int(state["step"])

@@ -287,3 +287,16 @@ def test_bad_trainer_settings_are_refused():
     for bad in ({"lr_schedule": "cosine"}, {"precision": "fp8"}, {"lr": -1.0}, {"batch_size": 0}, {"epochs": -1}):
         with pytest.raises(InputError):
             TrainerConfig(**bad)
+
+
+def test_under_one_cycle_the_late_image_decoder_keeps_the_peak_learning_rate(tmp_path):
+    data = cells(8)
+    config = quiet(epochs=4, batch_size=4, lr_schedule="onecycle", image_from_epoch=3, probe_cells=0)
+    trainer = AutoencoderTrainer(new_model(bottleneck=5, image_decoder="light"), config, n_domains=3)
+    before = copy.deepcopy(trainer.model.image_decoder.state_dict())
+    trainer.fit(data)
+    assert trainer.optimizer.param_groups[0]["lr"] < 1e-4  # the cycle has annealed the rest
+    assert trainer.image_optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert trainer.image_optimizer.state_dict()["state"]  # it stepped (in the last epoch only)
+    after = trainer.model.image_decoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
