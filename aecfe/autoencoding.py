@@ -18,7 +18,7 @@ import torch
 from aecfe.pipeline import autoencoder_stage, write_embedding_stage
 from aecfe.plots import plot_learning_curves
 from aecfe.store import CellStore
-from aecfe.training_cells import load_training_cells
+from aecfe.training_cells import StoreCells, load_training_cells
 from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig
 from extractors.trainer import AutoencoderTrainer, TrainerConfig
 
@@ -59,6 +59,8 @@ def train_on_store(store_path: str | Path, out: str | Path, model_config: Autoen
         trainer.load_checkpoint(resume)
         logger.info("resumed from %s at epoch %d", resume, trainer.epoch)
     trainer.fit(dataset)
+    if isinstance(dataset, StoreCells):  # its read handle would lock out the embedding's writer
+        dataset.close()
     checkpoint = out / "checkpoint.pt"
     if rank != 0:
         return checkpoint

@@ -86,3 +86,11 @@ def test_default_recipe_is_the_collapse_proof_one_and_options_override_it(tmp_pa
     assert state["model_config"]["image_decoder"] == "reference"
     assert state["trainer_config"]["beta"] == 5 and state["trainer_config"]["alignment_options"] == {}
     assert state["trainer_config"]["feature_loss"] == "mse" and state["trainer_config"]["image_from_epoch"] == 0
+
+
+def test_streamed_training_writes_its_embedding_into_the_store_it_read(tmp_path):
+    store_path = make_store(tmp_path / "cells.h5")
+    assert main([str(store_path), "--out", str(tmp_path / "run"), "--epochs", "1", "--bottleneck", "5", "--stream",
+                 "--embedding", "ae", "--no-progress", "--grid-every", "0"]) == 0
+    with CellStore.open(store_path) as store:
+        assert store.embedding("ae").shape == (6, 5)
