@@ -5,23 +5,22 @@ Usage::
     python benchmarks/autoencoder_streaming.py --cells 2000 20000 100000 --steps 30 --dir /tmp/streaming
 
 For each size a synthetic store (random RoI features and crops, three domains) is written once under ``--dir``;
-then, each in a fresh process, ``--steps`` training steps of the default recipe's cheap path (batch 64) run with
-the cells streamed from the store (:class:`aecfe.training_cells.StoreCells`) and, up to ``--memory-max-cells``,
-loaded into memory (:class:`extractors.trainer.RoiCropDataset`). Printed: peak resident memory (MB) and seconds
-per step of each, side by side.
+then, each in a fresh process (:func:`aecfe.measure.in_fresh_process`), ``--steps`` training steps of the default
+recipe's cheap path (batch 64) run with the cells streamed from the store (:class:`aecfe.training_cells.StoreCells`)
+and, up to ``--memory-max-cells``, loaded into memory (:class:`extractors.trainer.RoiCropDataset`). Printed: peak
+resident memory (MB) and seconds per step of each, side by side. Measured figures: ``docs/autoencoder_training.md``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from aecfe.measure import in_fresh_process, peak_rss_mb
 from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
 from aecfe.store import CellStore
 
@@ -63,16 +62,7 @@ def measure(store: str, stream: bool, steps: int) -> dict:
     for _ in range(steps):
         trainer.training_step(*data.features(next(batches)), with_image=False)
     seconds = (time.perf_counter() - started) / steps
-    return {"cells": len(data), "stream": stream, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            / 1024, "seconds_per_step": seconds}
-
-
-def in_fresh_process(store: Path, stream: bool, steps: int) -> dict:
-    program = ("import json, sys; sys.path.insert(0, sys.argv[1]); from autoencoder_streaming import measure; "
-               "print(json.dumps(measure(sys.argv[2], sys.argv[3] == '1', int(sys.argv[4]))))")
-    done = subprocess.run([sys.executable, "-c", program, str(Path(__file__).parent), str(store),
-                           "1" if stream else "0", str(steps)], capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {"cells": len(data), "stream": stream, "peak_rss_mb": peak_rss_mb(), "seconds_per_step": seconds}
 
 
 def main(argv=None) -> int:
@@ -89,7 +79,7 @@ def main(argv=None) -> int:
         store = write_store(args.dir / f"cells_{n}.h5", n)
         for stream in (True, False):
             if stream or n <= args.memory_max_cells:
-                rows.append(in_fresh_process(store, stream, args.steps))
+                rows.append(in_fresh_process(measure, str(store), stream, args.steps))
                 print(json.dumps(rows[-1]), flush=True)
     print("\n| cells | data | peak RSS (MB) | s per step |\n|---|---|---|---|")
     for row in rows:

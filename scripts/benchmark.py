@@ -1,5 +1,5 @@
-"""Every method side by side with costs, one report; see aecfe/cli/benchmark.py."""
+"""Former name of scripts/compare.py (every method side by side with costs, one report), kept working."""
 from aecfe.cli import run_program
-from aecfe.cli.benchmark import main
+from aecfe.cli.compare import main
 
-raise SystemExit(run_program(main))
+raise SystemExit(run_program(main, prog="aecfe-compare"))

@@ -1,6 +1,8 @@
-"""Every command-line program: a thin scripts/ wrapper, a console script, and a working --help."""
+"""Every command-line program: a thin scripts/ wrapper, a console script, and a working --help; the speed probes
+in benchmarks/ are programs too, but not installed."""
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import aecfe.cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = sorted(m.name for m in pkgutil.iter_modules(aecfe.cli.__path__) if not m.name.startswith("_"))
+BENCHMARKS = sorted(path.stem for path in (ROOT / "benchmarks").glob("[!_]*.py"))
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
@@ -20,6 +23,35 @@ def test_program_has_script_and_help(name, capsys):
     assert f"from aecfe.cli.{name} import main" in script.read_text()
     with pytest.raises(SystemExit) as stop:
         importlib.import_module(f"aecfe.cli.{name}").main(["--help"])
+    assert stop.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_installed_commands_are_the_programs_and_no_speed_probe():
+    """setup.py installs aecfe-NAME for every aecfe/cli/NAME.py: the method comparison is aecfe-compare, the speed
+    probes (formerly aecfe-benchmark-*) live in benchmarks/, which is not a package that setup.py installs."""
+    from aecfe.cli import _entry
+
+    assert "compare" in PROGRAMS and callable(_entry.compare)
+    assert not [name for name in PROGRAMS if name.startswith("benchmark")]
+    assert {"autoencoder_speed", "detector_speed", "dg_speed", "extraction_speed", "store_speed"} <= set(BENCHMARKS)
+    assert '"benchmarks"' not in (ROOT / "setup.py").read_text() and not (ROOT / "benchmarks" / "__init__.py").exists()
+
+
+def test_every_script_runs_an_existing_program():
+    """scripts/benchmark.py, the comparison's former name, is kept as an alias of aecfe-compare."""
+    for script in (ROOT / "scripts").glob("*.py"):
+        names = re.findall(r"^from aecfe\.cli\.(\w+) import main$", script.read_text(), flags=re.M)
+        assert len(names) == 1 and names[0] in PROGRAMS, script.name
+    done = _run_script("benchmark", "--help")
+    assert done.returncode == 0 and "--domains-root" in done.stdout
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_program_has_help_and_runs_as_a_script(name, capsys):
+    text = (ROOT / "benchmarks" / f"{name}.py").read_text()
+    assert 'if __name__ == "__main__":' in text and f"python benchmarks/{name}.py" in text
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(name).main(["--help"])
     assert stop.value.code == 0 and "usage:" in capsys.readouterr().out
 
 

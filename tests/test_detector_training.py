@@ -1,5 +1,5 @@
 """Detector training (loss falls, weights-only checkpoints, exact resume), augmentations,
-evaluation (COCO mAP plumbing, detection rate, overlays) and the two CLIs."""
+evaluation (COCO mAP plumbing, detection rate, overlays) and the training CLI."""
 import json
 
 import numpy as np
@@ -176,11 +176,3 @@ def test_train_detector_cli(coco, tmp_path):
     assert summary["steps"] == 2 and "bbox" in summary["held_out"]
     assert (out / "last.pt").is_file() and list((out / "overlays").glob("*.png"))
 
-
-def test_benchmark_cli(tmp_path):
-    from aecfe.cli.benchmark_detector import main
-
-    out = tmp_path / "bench.json"
-    assert main(["--sizes", "128", "--images", "2", "--rounds", "2", "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["results"]
-    assert rows[0]["size"] == 128 and rows[0]["extraction_over_forward"] > 0

@@ -2,10 +2,10 @@
 
 A step's record ``<state_dir>/<name>.json`` is written only when its command exits 0; a step with a record is
 skipped on the next run (``resume``). The record holds the command, the wall time and the peak resident memory
-of the child, read from ``os.wait4`` (Linux counts the child's waited-for descendants too), so the cost table
-compares methods run one at a time on the same machine. Linux starts a forked child's peak at its parent's
-resident size, so the process that runs the steps must stay small (the benchmark CLI imports no torch, pandas or
-scikit-learn before it runs them): its size is the floor of every figure. The child's output goes to
+of the child and its descendants (:func:`aecfe.measure.run_measured`), so the cost table compares methods run one
+at a time on the same machine. Linux starts a forked child's peak at its parent's resident size, so the process
+that runs the steps must stay small (``aecfe-compare`` imports no torch, pandas or scikit-learn before it runs
+them): its size is the floor of every figure. The child's output goes to
 ``<state_dir>/<name>.log``.
 """
 from __future__ import annotations
@@ -13,10 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +21,7 @@ from tqdm import tqdm
 
 from aecfe.atomic import write_text_atomic
 from aecfe.errors import AecfeError
+from aecfe.measure import run_measured
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +63,6 @@ class StepRecord:
 
 class StepFailed(AecfeError):
     """A step's command exited non-zero (the message names the step and its log)."""
-
-
-def run_measured(command: Sequence[str], log_path: Path, env: dict | None = None) -> tuple[int, float, float]:
-    """Run ``command`` with stdout and stderr to ``log_path``; ``(returncode, wall seconds, peak RSS MiB)``."""
-    with open(log_path, "w", encoding="utf-8") as log:
-        start = time.perf_counter()
-        process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
 def run_steps(steps: Sequence[Step], state_dir: str | Path, *, keep_going: bool = True,

@@ -1,54 +1,33 @@
-"""Benchmark AE-CFE autoencoder training and encoding: the reference configuration vs the optimised trainer.
+"""Speed of AE-CFE autoencoder training and encoding: the reference configuration vs the optimised trainer.
 
-Usage: ``python scripts/benchmark_autoencoder.py [--batch-sizes 256 500] [--reference-batch 64] [--rounds 2]
-[--compare-group-norm] [--json out.json]``. The default run takes about two minutes on 2 cores.
+Usage: ``python benchmarks/autoencoder_speed.py [--batch-sizes 256 500] [--reference-batch 64] [--rounds 2]
+[--configurations bf16 light light-bf16 cheap-path] [--compare-group-norm] [--json out.json]``. The default run
+takes a few minutes on 2 cores. Measured figures, with date and machine: ``docs/benchmarks.md``.
 
 * reference: the reference code's execution — whole batch through the image decoder at once, NCHW tensors,
   glibc's default allocator, the group norm computed with the reference's operations
   (:class:`ReferenceOpsGroupNorm`) — with this package's model and loss;
 * optimised: the trainer's defaults — image decoder forward+backward in micro-batches of 8 cells, channels-last,
   :func:`~extractors.trainer.tune_cpu_allocator`, the fused :class:`~extractors.autoencoder.ChunkGroupNorm` —
-  same model, same loss, same gradients up to float rounding.
+  same model, same loss, same gradients up to float rounding;
+* further configurations side by side (``--configurations``, :data:`CONFIGURATIONS`): bf16 autocast, the light
+  64-px image decoder, the cheap path without the image decoder.
 
-Every measurement runs in a fresh process (allocator settings and peak memory are per process); the reference and
-optimised runs alternate ``--rounds`` times at ``--reference-batch`` so that both see the same machine load, and
-the figure of each run is the median of ``--steps`` timed steps after one warm-up step. The loss terms of the
-two configurations on the same seeded data are compared step by step (numerics: largest relative difference).
-Peak memory is the process's maximum resident set size (``resource.getrusage``).
-
-Measured on the development machine (2 cores of an AMD EPYC with AVX-512 incl. AVX512-BF16 but no AMX, shared
-with other jobs; torch 2.13 CPU; load average 1–2.5 besides this tool during the quoted runs):
-
-* batch 64, medians of 3 alternating runs: reference 10.9 s per step (170 ms/cell), optimised 3.9 s
-  (61 ms/cell): 2.8x (2.7x in a 1-round rerun); peak resident memory 3.9 GB vs 1.0 GB;
-* loss terms of the two on the same weights (first step): relative difference total 5.6e-7, alignment 2.8e-6,
-  feature 1.3e-7, image 1.3e-7.
-
-Optimised at larger batches: 256 → 16.4 s/step (15.6 cells/s, 1.6 GB); 500 → 36–43 s/step (12–14 cells/s,
-2.3 GB). The reference execution at 500 would hold ≈ 30 GB of activations (4 GB at 64) and was not run (the
-machine has 23 GB). Encoding (:func:`~extractors.trainer.encode_dataset`, batch 256): 1,100–1,200 cells/s.
-Numerics tolerance: with the same weights every loss term agrees with the reference execution to 1e-4 relative
-(asserted in ``tests/test_trainer.py``; measured ≤ 3e-6); after a few Adam steps the runs drift apart by
-rounding (Adam's first updates are ±lr·sign(g)), e.g. 2.6e-3 on the total after 3 steps.
-
-Where the speed comes from (image decoder, forward+backward, ms per cell): glibc hands every block above its
-mmap threshold out as fresh zero-filled pages, and a training step allocates gigabytes of them — NCHW fp32 at
-batch 32: 138 default allocator vs 62 with :func:`~extractors.trainer.tune_cpu_allocator`; channels-last: 56;
-micro-batches keep the tensors small (chunk 2 without the allocator tuning: 63) and cut peak memory 4x.
-Tried and not adopted: bf16 autocast on the image decoder (63 vs 59: no AMX here, and oneDNN's bf16
-transposed convolutions are no faster than fp32), ``torch.compile`` of the image decoder (59.9 vs 59.1, plus
-15 s compilation), in-place ReLU (no change). The group norm is ~1.5 % of a step (see
-``extractors/autoencoder.py``).
+Every measurement runs in a fresh process (:func:`aecfe.measure.in_fresh_process`: allocator settings and peak
+memory are per process); the configurations alternate ``--rounds`` times at ``--reference-batch`` so that all see
+the same machine load, and the figure of each run is the median of ``--steps`` timed steps after one warm-up step.
+The loss terms of the two configurations on the same seeded data are compared step by step (numerics: largest
+relative difference). Peak memory is the process's maximum resident set size
+(:func:`aecfe.measure.peak_rss_mb`). Also measured: cells/s of :func:`~extractors.trainer.encode_dataset`
+(``--encode-cells``, ``--encode-batch``), optimised steps at ``--batch-sizes``, and with ``--compare-group-norm``
+the encoder speed and loss curves of the group-norm variants.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
@@ -57,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aecfe.measure import in_fresh_process, peak_rss_mb
 from aecfe.synthetic import default_domains, make_single_cell_images
 from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig, ChunkGroupNorm
 from extractors.trainer import AutoencoderTrainer, TrainerConfig, encode_dataset, tune_cpu_allocator
@@ -118,10 +98,6 @@ def synthetic_cells(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
     return roi, np.stack(images)[repeat], np.array(domains)[repeat]
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def measure_training(configuration: str, batch_size: int, steps: int, threads: int,
                      group_norm: str | None = None) -> dict[str, Any]:
     """Time ``steps`` training steps (after one warm-up) of one configuration; meant to run in its own process."""
@@ -144,7 +120,7 @@ def measure_training(configuration: str, batch_size: int, steps: int, threads: i
         seconds.append(time.perf_counter() - start)
     return {"configuration": configuration, "group_norm": group_norm, "batch_size": batch_size,
             "step_seconds": statistics.median(seconds[1:]), "all_step_seconds": seconds, "losses": losses,
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def measure_encoding(cells: int, batch_size: int, threads: int) -> dict[str, Any]:
@@ -157,7 +133,7 @@ def measure_encoding(cells: int, batch_size: int, threads: int) -> dict[str, Any
     encode_dataset(model, roi, batch_size)
     seconds = time.perf_counter() - start
     return {"cells": cells, "batch_size": batch_size, "cells_per_second": cells / seconds,
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def measure_encoder(group_norm: str, batch_size: int, repeats: int, threads: int) -> dict[str, Any]:
@@ -171,17 +147,6 @@ def measure_encoder(group_norm: str, batch_size: int, repeats: int, threads: int
         model.encode(h).sum().backward()
         seconds.append(time.perf_counter() - start)
     return {"group_norm": group_norm, "encoder_seconds": statistics.median(seconds[1:])}
-
-
-def in_fresh_process(function, *args) -> dict[str, Any]:
-    """``function(*args)`` (a module-level function returning JSON-able data) in a new Python process."""
-    program = (f"import json, sys; from {function.__module__} import {function.__name__} as run; "
-               "print(json.dumps(run(*json.loads(sys.argv[1]))))")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
-    done = subprocess.run([sys.executable, "-c", program, json.dumps(args)], env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"benchmark process {function.__name__}{args} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def loss_differences(runs_a: list[dict], runs_b: list[dict]) -> dict[str, float]:
@@ -302,3 +267,7 @@ def compare_group_norms(batch_size: int, steps: int, threads: int) -> dict[str, 
                 "difference %s)", steps + 1, _terms(final["chunk"]), _terms(final["torch"]),
                 _terms(result["max_relative_difference"]))
     return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

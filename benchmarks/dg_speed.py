@@ -1,6 +1,6 @@
-"""Benchmark the training step of every deep DG algorithm on CPU: seconds per step and the ratio to ERM.
+"""Speed of the training step of every deep DG algorithm on CPU: seconds per step and the ratio to ERM.
 
-Usage: ``python scripts/benchmark_dg.py [--backbone resnet18] [--sizes 128 224] [--batch-per-domain 8]
+Usage: ``python benchmarks/dg_speed.py [--backbone resnet18] [--sizes 128 224] [--batch-per-domain 8]
 [--domains 3] [--warmup 2] [--steps 5] [--rounds 1] [--threads 2] [--json out.json]``.
 
 Each algorithm is built with the backbone (random weights: the cost does not depend on them) and its reference
@@ -15,19 +15,8 @@ contrastive and local alignment losses) and stage 2 (cross-entropy with colour j
 one discriminator + one generator update (divided by two), so its median is not a mix of the two kinds of
 step; CRT trains only the linear classifier on a frozen featurizer.
 
-Measured on the development machine (2 cores shared with 4-6 other jobs: load average 6-11 during the runs, so
-single figures swing up to 4x; ResNet-18, 3 domains x 8 images, 2 threads, torch 2.13 CPU), fastest step of
-2 rounds x 2 steps, ratio to ERM's fastest step:
-
-* 128 px: ERM 1.8 s/step (13 images/s); DANN 0.79, CORAL 1.2, Mixup 1.4, SelfReg 1.1, BoDA 1.5, CRT 0.39,
-  SADA stage 1 3.9, SADA stage 2 1.9, FewShot 5.5 (FewShot was 4.0x in an earlier single round too, but only
-  1.2-1.9x in a side-by-side probe: unresolved load noise).
-* 224 px: ERM 6.0 s/step (4 images/s); DANN 0.72, CORAL 1.04, Mixup 1.4, SelfReg 0.83, BoDA 0.90, CRT 0.29,
-  SADA stage 1 2.2, SADA stage 2 0.65, FewShot 0.99.
-
-Stable conclusions: the DomainBed penalties (DANN, CORAL, SelfReg, BoDA's step) cost about an ERM step; Mixup
-somewhat more; CRT a third (no backward through the featurizer); SADA's stage 1 (3 stain views per image, SNMF,
-k-means) 2-4x. Firm ratios need a quiet machine: rerun with ``--rounds 3`` or more.
+Measured figures, with date and machine, and what they show: ``docs/benchmarks.md``. Firm ratios need a quiet
+machine: on a shared one run with ``--rounds 3`` or more and read ``min_ratio_to_ERM`` too.
 """
 from __future__ import annotations
 
@@ -36,6 +25,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import time
 from typing import Any, Sequence
 
@@ -184,3 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(table.to_dict(orient="records"), out, indent=1)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

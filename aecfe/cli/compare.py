@@ -1,11 +1,11 @@
 """Every method on the same domains, splits and seeds, side by side, with what each costs: one command, one report.
 
-Usage::
+Usage (installed as ``aecfe-compare``; ``scripts/benchmark.py``, its former name, still works)::
 
-    python scripts/benchmark.py --out runs/benchmark                       # ../shared/data/cls if present
-    python scripts/benchmark.py --domains-root data/cls --detector-checkpoint detector.pt \\
-        --cnn-weights mobilenet_v2.pth --dg-weights mobilenet_v2.pth --seeds 0 1 2 --out runs/benchmark
-    python scripts/benchmark.py --synthetic --quick --out runs/bench-synthetic
+    python scripts/compare.py --out runs/compare                           # ../shared/data/cls if present
+    python scripts/compare.py --domains-root data/cls --detector-checkpoint detector.pt \\
+        --cnn-weights mobilenet_v2.pth --dg-weights mobilenet_v2.pth --seeds 0 1 2 --out runs/compare
+    python scripts/compare.py --synthetic --quick --out runs/compare-synthetic
 
 Domains: ``--domains-root`` (``<root>/<domain>/<class>/<image>``); default ``../shared/data/cls`` beside the
 project when it exists (then ``--detector-checkpoint`` is needed: ``scripts/train_detector.py`` makes one), else
@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from aecfe.comparison.plan import DG_METHODS, FEATURE_METHODS, FOLD_METHODS, ComparisonConfig, build_steps
-from aecfe.comparison.steps import run_steps
+from aecfe.comparison.steps import StepRecord, run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ QUICK = {"seeds": [0], "ae_epochs": 2, "detector_seconds": 60, "dg_steps": 20, "
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     data = parser.add_argument_group("domains")
     data.add_argument("--domains-root", type=Path, help=f"class-folder domains (default: {SHARED_DATA} if present)")
     data.add_argument("--synthetic", action="store_true", help="the synthetic labs, even when real data exists")
@@ -135,14 +135,11 @@ def main(argv=None) -> int:
     records = run_steps(steps if not args.report_only else [], config.out / "steps",
                         keep_going=not args.stop_on_failure, progress=not args.no_progress)
     if args.report_only:
-        from aecfe.comparison.steps import StepRecord
-
         finished = {p.stem: StepRecord.load(p) for p in (config.out / "steps").glob("*.json")}
         records = {step.name: finished[step.name] for step in steps if step.name in finished}
     from aecfe.comparison.report import write_report  # pandas & co. only now: the steps' parent stays small
 
-    command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
-                                                                                   else argv))
+    command = shlex.join(["python", "scripts/compare.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_report(config.out / "report", config.out / "methods", records,
                         title="Every method, side by side", command=command, figures=report_figures(config))
     print(path.read_text(encoding="utf-8"))

@@ -1,5 +1,5 @@
-"""The extraction benchmark's table logic (the measurements themselves run in scripts, not in the suite)."""
-import aecfe.cli.benchmark_extraction as bench
+"""benchmarks/extraction_speed.py's table logic (the measurements themselves run in the program, not in the suite)."""
+import extraction_speed as bench
 
 
 def test_rows_turn_medians_into_cells_per_second(monkeypatch):

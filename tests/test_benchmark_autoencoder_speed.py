@@ -1,11 +1,10 @@
-"""The autoencoder benchmark's pieces (the full run takes minutes and is not part of the suite)."""
+"""benchmarks/autoencoder_speed.py's pieces (the full run takes minutes and is not part of the suite)."""
 import math
 
 import pytest
 import torch
 
-from aecfe.cli.benchmark_autoencoder import (build_model, loss_differences, measure_encoding, measure_training,
-                                             synthetic_cells)
+from autoencoder_speed import build_model, loss_differences, measure_encoding, measure_training, synthetic_cells
 
 
 def test_synthetic_cells_have_the_trainer_shapes_and_three_domains():

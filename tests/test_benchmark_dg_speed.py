@@ -1,9 +1,9 @@
-"""The DG training-step benchmark (aecfe/cli/benchmark_dg.py) on the tiny test CNN."""
+"""The DG training-step benchmark (benchmarks/dg_speed.py) on the tiny test CNN."""
 import json
 
 import pytest
 
-from aecfe.cli.benchmark_dg import VARIANTS, benchmark, main, measure
+from dg_speed import VARIANTS, benchmark, main, measure
 
 
 def test_every_variant_runs_and_ratios_are_relative_to_erm():

@@ -1,12 +1,13 @@
-"""Benchmark the extraction path: autoencoder training, detector + encoder, encoder alone, whole pipeline.
+"""Speed of the extraction path: autoencoder training, detector + encoder, encoder alone, whole pipeline.
 
-Usage: ``python scripts/benchmark_extraction.py [--train-batches 256 500] [--images 96] [--repeats 3]
+Usage: ``python benchmarks/extraction_speed.py [--train-batches 256 500] [--images 96] [--repeats 3]
 [--backbone mobilenet_v2] [--detector-checkpoint det.pt] [--json out.json]``.
 
-Rows of the printed table (each measured in a fresh process, so peak memory is per workload):
+Rows of the printed table (each measured in a fresh process, :func:`aecfe.measure.in_fresh_process`, so peak
+memory is per workload):
 
 * ``train_ae``: autoencoder training steps (the trainer's optimised defaults,
-  :func:`aecfe.cli.benchmark_autoencoder.measure_training`), median of ``--train-steps`` steps after one
+  :func:`autoencoder_speed.measure_training`, beside this file), median of ``--train-steps`` steps after one
   warm-up; samples/s = batch / median step time.
 * ``detect+encode``: :meth:`detectors.base.Detector.detect` (single-cell mode with the centred fallback, so
   every image gives one cell whatever the detector's weights) on ``--images`` synthetic single-cell images,
@@ -16,21 +17,12 @@ Rows of the printed table (each measured in a fresh process, so peak memory is p
 * ``pipeline``: :func:`aecfe.pipeline.run_extraction` from image files to a new store (reading, detection,
   RoI features and crops committed to HDF5, the autoencoder embedding), median over ``--repeats`` runs.
 
-Peak memory is the process's maximum resident set size (``resource.getrusage``; it includes the
+Peak memory is the process's maximum resident set size (:func:`aecfe.measure.peak_rss_mb`; it includes the
 interpreter and torch, ~0.3 GB). The detector is untrained unless ``--detector-checkpoint`` is given:
 speed does not depend much on the weights in single-cell mode (one cell per image either way), but an untrained
 detector keeps up to 100 boxes per image through the mask head, so time a trained one when you have it.
 
-Measured on the development machine (2 shared cores, load average 8-10 from other jobs during the runs, 1 torch
-thread, niced; so these are floors, not what 2 idle cores give):
-
-* ``train_ae``: batch 256 → 93 s/step (2.7 cells/s, peak RSS 1.7 GB); batch 500 → 197 s/step (2.5 cells/s,
-  2.3 GB);
-* untrained MobileNetV2-FPN at 256 px, 48 single-cell images of 128 px: detect+encode 0.4 cells/s (1.9 GB),
-  pipeline files → store 0.4 cells/s;
-* the demo's trained MobileNetV2-FPN at 128 px (``--detector-checkpoint runs/demo/detector/last.pt --min-size 128
-  --max-size 128``): detect+encode 1.5 cells/s, encode alone 84 cells/s, pipeline 3.8 cells/s (0.6 GB); the
-  spread between the last two rows is the machine's load swinging between passes.
+Measured figures, with date and machine: ``docs/benchmarks.md``.
 """
 from __future__ import annotations
 
@@ -38,6 +30,7 @@ import argparse
 import json
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,7 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from aecfe.cli.benchmark_autoencoder import _peak_rss_mb, in_fresh_process, measure_training
+from aecfe.measure import in_fresh_process, peak_rss_mb
+from autoencoder_speed import measure_training  # beside this file (benchmarks/)
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +90,7 @@ def measure_detect_encode(n_images: int, image_size: int, backbone: str, checkpo
         encode_dataset(model, roi, encode_batch)
         encode_seconds.append(time.perf_counter() - start)
     return {"images": n_images, "cells": cells, "detect_seconds": statistics.median(detect_seconds),
-            "encode_seconds": statistics.median(encode_seconds), "peak_rss_mb": _peak_rss_mb(),
+            "encode_seconds": statistics.median(encode_seconds), "peak_rss_mb": peak_rss_mb(),
             "detector": detector.config}
 
 
@@ -131,7 +125,7 @@ def measure_pipeline(n_images: int, image_size: int, backbone: str, checkpoint: 
                                     embeddings=[stage], batch_size=batch_size, progress=False)
             seconds.append(time.perf_counter() - start)
             cells = report["totals"]["cells"]
-    return {"images": n_images, "cells": cells, "seconds": statistics.median(seconds), "peak_rss_mb": _peak_rss_mb()}
+    return {"images": n_images, "cells": cells, "seconds": statistics.median(seconds), "peak_rss_mb": peak_rss_mb()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,3 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "raw": raw}, indent=1, default=str), encoding="utf-8")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

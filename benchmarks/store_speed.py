@@ -1,4 +1,4 @@
-"""Benchmark the HDF5 cell store: write and read throughput, random access, file size; compare layouts.
+"""Speed of the HDF5 cell store: write and read throughput, random access, file size; compare layouts.
 
 Two workloads, as an extraction run produces them:
 - "embeddings": cells with metadata and one float32 embedding (D=50), no crops or RoI features;
@@ -12,7 +12,9 @@ real features (an (n, 256, 14, 14) array) to measure your own. Figures are media
 The cost of the fletcher32 checksums (``StoreLayout.checksum``, on by default) is measured on both main
 workloads at full size: passes with and without checksums alternate, medians of ``--repeats`` each.
 
-    python scripts/benchmark_store.py [--out DIR] [--repeats 3] [--skip-options] [--skip-checksum]
+    python benchmarks/store_speed.py [--out DIR] [--repeats 3] [--skip-options] [--skip-checksum]
+
+Measured figures, with date and machine: ``docs/benchmarks.md`` (the tables are in ``docs/store_layout.md``).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -201,3 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                    "default_layout": dataclasses.asdict(StoreLayout())}
         (args.out / "benchmark_store.json").write_text(json.dumps(results, indent=2))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

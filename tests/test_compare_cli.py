@@ -1,9 +1,9 @@
-"""scripts/benchmark.py on the synthetic labs, smoke-sized: steps, report, resume."""
+"""scripts/compare.py (aecfe-compare) on the synthetic labs, smoke-sized: steps, report, resume."""
 import json
 
 import pytest
 
-from aecfe.cli.benchmark import main
+from aecfe.cli.compare import main
 
 
 def test_quick_run_writes_report_and_resumes(tmp_path, capsys):

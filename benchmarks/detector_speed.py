@@ -1,4 +1,4 @@
-"""Benchmark detection: images/s and cells/s of ``Detector.detect`` and the cost of the per-cell
+"""Speed of detection: images/s and cells/s of ``Detector.detect`` and the cost of the per-cell
 extraction (RoI features, masks, crops) over the bare model forward, side by side in one run.
 
 For each model size (``--sizes``, the shorter side the model resizes to; longer side 4/3 of it)
@@ -13,11 +13,9 @@ alternating, ``--rounds`` times each; the table gives medians and the ratio of t
 (goal: at most 1.10). Without ``--checkpoint`` the model is untrained, with score threshold 0 and
 ``--cells`` detections per image so that the per-cell work is that of a field with that many cells.
 
-    python scripts/benchmark_detector.py --sizes 400 800 --images 4 --rounds 5 --threads 2
+    python benchmarks/detector_speed.py --sizes 400 800 --images 4 --rounds 5 --threads 2
 
-Measured here (shared 2-core CPU, 1 thread, untrained MobileNetV2-FPN, 2 fields of 400 px, 10 cells
-each, medians of 5): 400 px 1.09 images/s, 10.9 cells/s, extraction/forward 1.011; 800 px 0.31
-images/s, 3.1 cells/s, ratio 1.020. The 800 px input costs 3.4x the 400 px one.
+Measured figures, with date and machine: ``docs/benchmarks.md``.
 """
 from __future__ import annotations
 
@@ -26,6 +24,7 @@ import json
 import logging
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -111,3 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint": str(args.checkpoint) if args.checkpoint else None, "field": args.field,
             "single_cell": args.single_cell}, indent=2))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
