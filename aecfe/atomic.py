@@ -1,6 +1,6 @@
 """Atomic file replacement: write beside the target, then rename over it, so a crash never leaves half a file.
 
-Imports nothing heavy (the benchmark's step runner uses it in a process that must stay small).
+Imports nothing heavy (the comparison's step runner uses it in a process that must stay small).
 """
 from __future__ import annotations
 

@@ -5,10 +5,10 @@ Usage::
     python benchmarks/autoencoder_streaming.py --cells 2000 20000 100000 --steps 30 --dir /tmp/streaming
 
 For each size a synthetic store (random RoI features and crops, three domains) is written once under ``--dir``;
-then, each in a fresh process (:func:`aecfe.measure.in_fresh_process`), ``--steps`` training steps of the default
-recipe's cheap path (batch 64) run with the cells streamed from the store (:class:`aecfe.training_cells.StoreCells`)
-and, up to ``--memory-max-cells``, loaded into memory (:class:`extractors.trainer.RoiCropDataset`). Printed: peak
-resident memory (MB) and seconds per step of each, side by side. Measured figures: ``docs/autoencoder_training.md``.
+then, each in a fresh process, ``--steps`` training steps of the default recipe's cheap path (batch 64) run with
+the cells streamed from the store (:class:`aecfe.training_cells.StoreCells`) and, up to ``--memory-max-cells``,
+loaded into memory (:class:`extractors.trainer.RoiCropDataset`). Printed: peak resident memory (MB) and seconds
+per step of each, side by side.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ Group normalisation (``AutoencoderConfig.group_norm``):
   group), the library alternative of METHODS §8.1. It holds parameters of the same names and shapes, so a
   checkpoint loads into either variant.
 
-Measured side by side (``scripts/benchmark_autoencoder.py --compare-group-norm``, 2 shared cores, medians of 3
+Measured side by side (``benchmarks/autoencoder_speed.py --compare-group-norm``, 2 shared cores, medians of 3
 alternating runs): encoder forward+backward at batch 64 takes 0.061 s with "chunk" (0.069 s computed with the
 reference's own operations), 0.056 s with "torch" — ~1.5 % of a 3.9 s training step either way, and encoding runs
 at ~1,100–1,250 cells/s with both. Trained from one seed for 21 steps (batch 16, synthetic cells) the two give

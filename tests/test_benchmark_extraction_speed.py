@@ -20,3 +20,15 @@ def test_rows_turn_medians_into_cells_per_second(monkeypatch):
     assert calls[0] == ("optimised", 256, 2, 1)
     table = bench.format_table(rows)
     assert table.splitlines()[0].startswith("| workload") and "detect+encode" in table
+
+
+def test_detect_encode_and_pipeline_measurements_run_in_process(tmp_path):
+    """The workloads themselves, smoke-sized (2 images, untrained detector at 128 px): one cell per image."""
+    import torch
+
+    threads = torch.get_num_threads()  # the measurement sets it process-wide: keep the suite's value
+    options = (2, 128, "mobilenet_v2", None, 128, 128, 2, 2, 1, threads)
+    run = bench.measure_detect_encode(*options)
+    assert run["cells"] == 2 and run["detect_seconds"] > 0 and run["encode_seconds"] > 0 and run["peak_rss_mb"] > 0
+    pipeline = bench.measure_pipeline(*options)
+    assert pipeline["cells"] == 2 and pipeline["seconds"] > 0

@@ -24,7 +24,7 @@ def test_steps_run_once_and_resume(tmp_path):
 
 
 def test_peak_memory_is_the_childs(tmp_path):
-    """Run from a small interpreter, as the benchmark CLI does (a forked child starts at its parent's size)."""
+    """Run from a small interpreter, as aecfe-compare does (a forked child starts at its parent's size)."""
     big = python_step("big", "import numpy as np; a = np.ones(200 * 2**20 // 8); print(a.sum())")
     small = python_step("small", "print(1)")
     runner = (f"from aecfe.comparison.steps import Step, run_steps; "
