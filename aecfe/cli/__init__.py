@@ -4,12 +4,14 @@
 Every way of starting a program goes through :func:`run_program`, the one place where the package's own
 errors (:class:`aecfe.errors.AecfeError`: bad input, a damaged store, a bad checkpoint) become one clear line
 on stderr and exit status 2, without a traceback. Argument values are checked by the parser with the types
-below (``--batch-size 0`` is a usage error, exit 2, naming the option).
+below (``--batch-size 0`` is a usage error, exit 2, naming the option). Every ``KEY=VALUE`` override option of
+every program (``--hparam``, ``--alignment-option``, ``--maskrcnn-option``) reads its value with :func:`key_value`.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import math
 import sys
@@ -105,3 +107,19 @@ def probability(text: str) -> float:
 def open_fraction(text: str) -> float:
     """argparse type: a number in (0, 1) (a test fraction)."""
     return _number(float, text, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """argparse type of every ``KEY=VALUE`` override: ``(KEY, VALUE)`` with VALUE read as JSON when it parses
+    (numbers, ``true``/``false``/``null``, ``[lists]``, ``{objects}``), else kept as the string.
+
+    >>> key_value("bandwidths=[1, 2]"), key_value("pairing=all"), key_value("BoDA.nu=0.5")
+    (('bandwidths', [1, 2]), ('pairing', 'all'), ('BoDA.nu', 0.5))
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
