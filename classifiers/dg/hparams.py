@@ -53,7 +53,6 @@ COMMON: dict[str, Any] = {
 
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "ERM": {},
-    "Oracle": {},
     # §3.2: alternating min-max, Adam betas (beta1, 0.9) for both optimisers.
     "DANN": {"lambda": 1.0, "d_steps_per_g": 1, "grad_penalty": 0.0, "mlp_width": 256, "mlp_depth": 3,
              "mlp_dropout": 0.0, "beta1": 0.5, "lr_d": 5e-5, "lr_g": 5e-5, "weight_decay_d": 0.0,
@@ -88,9 +87,18 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
                         "label_smoothing": 0.0, "lr": 7e-5, "weight_decay": 0.0, "betas": (0.9, 0.999),
                         "lr_schedule": "constant", "trainable": "all", "batch_size": 5, "epochs": 50,
                         "shots_per_class": 20, "domain_balanced": False, "augmentation": "fewshot_target"},
+    # ERM trained and scored in the target domain itself (an upper bound).
+    "Oracle": {},
 }
-"""Per-algorithm keys on top of :data:`COMMON`. ``shots_per_class`` is read by the few-shot workflow when it
-draws the labelled target set (:func:`classifiers.dg.data.few_shot_indices`), not by the algorithm."""
+"""Per-algorithm keys on top of :data:`COMMON`, one entry per registered algorithm
+(:data:`classifiers.dg.algorithms.ALGORITHMS`), in table order. ``shots_per_class`` is read by the few-shot
+workflow when it draws the labelled target set (:func:`classifiers.dg.data.few_shot_indices`), not by the
+algorithm."""
+
+ALGORITHM_NAMES: tuple[str, ...] = tuple(name for name in ALGORITHM_DEFAULTS if name != "FewShotFinetune")
+"""The algorithms a user runs, in table order: every registered one but the few-shot workflow's second stage
+(``FewShotFinetune``, trained inside ``FewShot``'s workflow). The choices of ``aecfe-train-dg --algorithm``
+(``all``: every one) and the deep baselines of the comparison; importing it pulls in no torch."""
 
 
 def get_hparams(algorithm: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
