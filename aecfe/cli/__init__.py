@@ -10,12 +10,14 @@ every program (``--hparam``, ``--alignment-option``, ``--maskrcnn-option``) read
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import math
 import sys
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 from aecfe.errors import AecfeError
 
@@ -59,6 +61,25 @@ def command(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[s
         return run_program(main, argv)
 
     return wrapped
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path, level: str = "INFO") -> Iterator[None]:
+    """Console logging at ``level`` (unless the root logger has handlers already) and, while the block runs,
+    every record also appended to ``path`` (its folder created); the file handler is removed afterwards."""
+    form = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=level, format=form)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(form))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _say(line: str) -> None:
@@ -107,6 +128,14 @@ def probability(text: str) -> float:
 def open_fraction(text: str) -> float:
     """argparse type: a number in (0, 1) (a test fraction)."""
     return _number(float, text, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: comma- (or space-) separated integers, ``"0,1,2"`` -> ``[0, 1, 2]``."""
+    try:
+        return [int(part) for part in text.replace(" ", ",").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def key_value(text: str) -> tuple[str, object]:
