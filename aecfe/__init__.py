@@ -6,6 +6,7 @@ Modules (imported on demand, so ``import aecfe`` stays light):
 * :mod:`aecfe.synthetic` — the synthetic multi-domain smears (the embedded default).
 * :mod:`aecfe.store` — the HDF5 cell store; :mod:`aecfe.pipeline` — images -> detector -> store -> embeddings.
 * :mod:`aecfe.metrics`, :mod:`aecfe.evaluation` — cross-domain protocols; :mod:`aecfe.plots` — figures.
+* :mod:`aecfe.dg_baselines` — the deep DG baselines (:mod:`classifiers.dg`) in those protocols and tables.
 * :mod:`aecfe.comparison` — every method side by side (``aecfe-compare``); :mod:`aecfe.measure` — wall time and peak
   memory of a workload in a child process (the comparison's steps, the speed probes in ``benchmarks/``).
 * :mod:`aecfe.checkpoints` — atomic, weights-only checkpoints; :mod:`aecfe.torchvision_compat` — CPU kernels

@@ -32,20 +32,15 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
+from classifiers.dg.hparams import ALGORITHM_NAMES
+
 logger = logging.getLogger(__name__)
 
+_STAGES = {"BoDA": {"BoDA": {"boda_start_step": 0}},
+           "SADA": {"SADA stage 1": {"stage1_steps": 10**9}, "SADA stage 2": {"stage1_steps": 0}}}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ERM": ("ERM", {}),
-    "DANN": ("DANN", {}),
-    "CORAL": ("CORAL", {}),
-    "Mixup": ("Mixup", {}),
-    "SelfReg": ("SelfReg", {}),
-    "BoDA": ("BoDA", {"boda_start_step": 0}),
-    "CRT": ("CRT", {}),
-    "SADA stage 1": ("SADA", {"stage1_steps": 10**9}),
-    "SADA stage 2": ("SADA", {"stage1_steps": 0}),
-    "FewShot": ("FewShot", {}),
-}
+    label: (name, overrides) for name in ALGORITHM_NAMES if name != "Oracle"  # Oracle's step is ERM's
+    for label, overrides in _STAGES.get(name, {name: {}}).items()}
 """Benchmarked variants: label -> (algorithm, hyper-parameter overrides on top of its defaults)."""
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from aecfe.errors import InputError
-from classifiers.dg.algorithms import ALGORITHMS, CRT, FewShot, FewShotFinetune, build_algorithm, get_algorithm
+from classifiers.dg.algorithms import (ALGORITHM_NAMES, ALGORITHMS, CRT, FewShot, FewShotFinetune, build_algorithm,
+                                       get_algorithm)
 from classifiers.dg.data import synthetic_dataset
 from classifiers.dg.hparams import ALGORITHM_DEFAULTS, get_hparams
 
@@ -90,6 +91,9 @@ def test_registry_round_trip_and_hparams_errors():
     assert set(ALGORITHMS) == {"ERM", "Oracle", "DANN", "CORAL", "Mixup", "SelfReg", "BoDA", "CRT", "SADA",
                                "FewShot", "FewShotFinetune"}
     assert set(ALGORITHMS) == set(ALGORITHM_DEFAULTS)
+    # the one ordered list of the programs: every registered algorithm but the few-shot second stage, once
+    assert len(set(ALGORITHM_NAMES)) == len(ALGORITHM_NAMES)
+    assert set(ALGORITHM_NAMES) == set(ALGORITHMS) - {"FewShotFinetune"} and ALGORITHM_NAMES[0] == "ERM"
     for name, cls in ALGORITHMS.items():
         assert get_algorithm(name) is cls and cls.__name__ == name
     algorithm = build_algorithm("Mixup", 4, 2, {**TINY, "mixup_alpha": 0.4})

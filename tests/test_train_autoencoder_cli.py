@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from aecfe.cli.train_autoencoder import main, parse_option
+from aecfe.cli import key_value
+from aecfe.cli.train_autoencoder import main
 from aecfe.training_cells import domain_ids
 from aecfe.errors import InputError
 from aecfe.store import CellStore
@@ -61,8 +62,8 @@ def test_domain_ids_put_the_source_first_and_options_parse_as_json():
     assert domain_ids(["b", "a"], None)[1] == ["a", "b"]
     with pytest.raises(InputError, match="not in the store"):
         domain_ids(["a"], "z")
-    assert parse_option("bandwidths=[1, 2]") == ("bandwidths", [1, 2])
-    assert parse_option("pairing=all") == ("pairing", "all")
+    assert key_value("bandwidths=[1, 2]") == ("bandwidths", [1, 2])
+    assert key_value("pairing=all") == ("pairing", "all")
 
 
 def test_default_recipe_is_the_collapse_proof_one_and_options_override_it(tmp_path):

@@ -1,10 +1,11 @@
-"""The train_dg command (aecfe/cli/train_dg.py): a tiny end-to-end run on the synthetic labs, resume, the
-hyper-parameter plumbing, and the scoring of outside predictions it relies on (aecfe.evaluation)."""
+"""The train_dg command (aecfe/cli/train_dg.py): a tiny end-to-end run on the synthetic labs, resume, argument
+errors, and the scoring of outside predictions it relies on (aecfe.evaluation). The hyper-parameter plumbing is
+tested in test_dg_hparams.py, the few-shot protocol in test_dg_fewshot_protocol.py."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from aecfe.cli.train_dg import algorithm_hparams, main, parse_hparams
+from aecfe.cli.train_dg import main
 from aecfe.errors import InputError
 from aecfe.evaluation import COST_COLUMNS, Predictions, evaluate_cross_domain, score_predictions
 from classifiers.heads import make_head
@@ -50,26 +51,9 @@ def test_bad_arguments_exit_with_a_clear_error(tmp_path, caplog):
     assert "--domains-root" in caplog.text
     assert main(["--synthetic", "--out", str(tmp_path), "--hparam", "ERM.not_a_key=1"]) == 2
     assert "not_a_key" in caplog.text
-
-
-def test_hyper_parameters_scale_the_schedule_and_explicit_values_win():
-    common = {"backbone": "tiny", "weights": None, "image_size": 16, "batch_size": 4, "lr": 1e-3}
-    sada = algorithm_hparams("SADA", common, 800, None, {})
-    assert sada["stage1_steps"] == 400 and sada["steps"] == 800 and sada["checkpoint_every"] == 80
-    assert sada["batch_size"] == 4 and "weights" not in sada  # None means the default
-    boda = algorithm_hparams("BoDA", common, 1000, 50, {})
-    assert boda["boda_start_step"] == 120 and boda["checkpoint_every"] == 50  # not before the first centroids
-    assert algorithm_hparams("BoDA", common, 1000, None, {"feat_update_freq": 50})["boda_start_step"] == 100
-    few = algorithm_hparams("FewShot", common, 10, None, {})
-    assert "batch_size" not in few and few["epochs"] is None and few["include_top"] is False
-    dann = algorithm_hparams("DANN", common, None, None, {"lr_d": 0.5})
-    assert dann["lr_g"] == 1e-3 and dann["lr_d"] == 0.5 and "steps" not in dann
-    assert parse_hparams(["BoDA.nu=1.0", "SADA.jitter=[0.1, 0.1, 0.1, 0.1]"]) == {
-        "BoDA": {"nu": 1.0}, "SADA": {"jitter": (0.1, 0.1, 0.1, 0.1)}}
-    for bad, message in (("nu=1", "ALGO.KEY=VALUE"), ("Nope.nu=1", "unknown algorithm"),
-                         ("BoDA.nu_typo=1", "nu_typo")):
-        with pytest.raises(InputError, match=message):
-            parse_hparams([bad])
+    with pytest.raises(SystemExit) as usage:  # the shared KEY=VALUE parser (aecfe.cli.key_value)
+        main(["--synthetic", "--out", str(tmp_path), "--hparam", "BoDA.nu"])
+    assert usage.value.code == 2
 
 
 def test_score_predictions_reproduces_evaluate_cross_domain_and_the_in_domain_row():

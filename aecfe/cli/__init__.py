@@ -4,16 +4,20 @@
 Every way of starting a program goes through :func:`run_program`, the one place where the package's own
 errors (:class:`aecfe.errors.AecfeError`: bad input, a damaged store, a bad checkpoint) become one clear line
 on stderr and exit status 2, without a traceback. Argument values are checked by the parser with the types
-below (``--batch-size 0`` is a usage error, exit 2, naming the option).
+below (``--batch-size 0`` is a usage error, exit 2, naming the option). Every ``KEY=VALUE`` override option of
+every program (``--hparam``, ``--alignment-option``, ``--maskrcnn-option``) reads its value with :func:`key_value`.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import json
 import logging
 import math
 import sys
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 from aecfe.errors import AecfeError
 
@@ -57,6 +61,25 @@ def command(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[s
         return run_program(main, argv)
 
     return wrapped
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path, level: str = "INFO") -> Iterator[None]:
+    """Console logging at ``level`` (unless the root logger has handlers already) and, while the block runs,
+    every record also appended to ``path`` (its folder created); the file handler is removed afterwards."""
+    form = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=level, format=form)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(form))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _say(line: str) -> None:
@@ -105,3 +128,27 @@ def probability(text: str) -> float:
 def open_fraction(text: str) -> float:
     """argparse type: a number in (0, 1) (a test fraction)."""
     return _number(float, text, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: comma- (or space-) separated integers, ``"0,1,2"`` -> ``[0, 1, 2]``."""
+    try:
+        return [int(part) for part in text.replace(" ", ",").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """argparse type of every ``KEY=VALUE`` override: ``(KEY, VALUE)`` with VALUE read as JSON when it parses
+    (numbers, ``true``/``false``/``null``, ``[lists]``, ``{objects}``), else kept as the string.
+
+    >>> key_value("bandwidths=[1, 2]"), key_value("pairing=all"), key_value("BoDA.nu=0.5")
+    (('bandwidths', [1, 2]), ('pairing', 'all'), ('BoDA.nu', 0.5))
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value

@@ -15,7 +15,6 @@ reconstruction grids, ``curves.jsonl`` / ``curves.png`` (per-epoch learning curv
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
@@ -23,24 +22,13 @@ from pathlib import Path
 import torch
 
 from aecfe.autoencoding import train_on_store
-from aecfe.cli import nonnegative_float, nonnegative_int, positive_float, positive_int
+from aecfe.cli import key_value, nonnegative_float, nonnegative_int, positive_float, positive_int
 from extractors.autoencoder import GROUP_NORMS, IMAGE_DECODERS, INPUT_SCALINGS, AutoencoderConfig
 from extractors.losses import ALIGNMENT_LOSSES
 from extractors.recipes import DEFAULT_RECIPE, RECIPES, recipe_configs
 from extractors.trainer import LR_SCHEDULES, PRECISIONS, TrainerConfig, init_distributed, tune_cpu_allocator
 
 logger = logging.getLogger(__name__)
-
-def parse_option(text: str) -> tuple[str, object]:
-    """KEY=VALUE with VALUE read as JSON when it parses (numbers, true/false, lists), else as a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
 
 MODEL_FIELDS = ("bottleneck", "group_norm", "input_scaling", "image_decoder")
 TRAINER_FIELDS = ("epochs", "batch_size", "lr", "alignment", "beta", "beta_warmup_epochs", "variance_weight",
@@ -68,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=positive_int, default=FROM_RECIPE, help="cells per batch and process")
     train.add_argument("--lr", type=positive_float, default=FROM_RECIPE, help="(peak) learning rate of Adam")
     train.add_argument("--alignment", choices=sorted(ALIGNMENT_LOSSES), default=FROM_RECIPE)
-    train.add_argument("--alignment-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
+    train.add_argument("--alignment-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                        help="option of the alignment loss, e.g. standardize=false, pairing=all (repeatable)")
     train.add_argument("--beta", type=nonnegative_float, default=FROM_RECIPE, help="alignment weight")
     train.add_argument("--beta-warmup-epochs", type=nonnegative_float, default=FROM_RECIPE,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecfe.cli import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
+from aecfe.cli import key_value, nonnegative_float, nonnegative_int, positive_float, positive_int, probability
 from aecfe.io import scan_class_folders
 from detectors.evaluation import detection_rate, evaluate_coco, save_overlays
 from detectors.torchvision_backend import BACKBONES
@@ -63,26 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="single-cell class folders (<root>/<class>/<image>) to report the detection rate on")
     parser.add_argument("--detection-rate-max", type=positive_int, default=None,
                         help="at most this many images per detection-rate folder (seeded sample)")
-    parser.add_argument("--maskrcnn-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="torchvision MaskRCNN option (integer or float value), e.g. box_batch_size_per_image=64")
+    parser.add_argument("--maskrcnn-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="torchvision MaskRCNN option (value read as JSON), e.g. box_batch_size_per_image=64")
     parser.add_argument("--score-threshold", type=probability, default=0.5, help="detector's working threshold")
     parser.add_argument("--overlays", type=nonnegative_int, default=8, help="held-out overlay PNGs to write")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-progress", action="store_true")
     return parser
-
-
-def parse_option(text: str) -> tuple[str, int | float]:
-    """``"key=3"`` -> ``("key", 3)``; ``"key=0.5"`` -> ``("key", 0.5)``."""
-    key, sep, value = text.partition("=")
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if not sep or not key or number is None:
-        raise SystemExit(f"--maskrcnn-option {text!r}: expected KEY=NUMBER")
-    return key, int(number) if number.is_integer() and "." not in value else number
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%d COCO images: %d train, %d held out", len(images), len(train), len(held_out))
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names},
-                         extra=dict(parse_option(text) for text in args.maskrcnn_option))
+                         extra=dict(args.maskrcnn_option))
     started = time.perf_counter()
     detector = train_detector(train, out_dir=args.out, config=config, resume=args.resume,
                               progress=not args.no_progress, device=args.device,

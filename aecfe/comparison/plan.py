@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 from aecfe.comparison.steps import Step
+from classifiers.dg.hparams import ALGORITHM_NAMES  # torch-free: the comparison's parent process stays small
 
 FEATURE_METHODS: dict[str, str] = {
     "ResNet-RF": "cnn", "R-CNN-RF": "rcnn_roi", "AE-RF": "ae_none", "ND-AE-DA": "ae_nd", "AAE-DA": "ae_adversarial",
@@ -44,7 +45,7 @@ FEATURE_METHODS: dict[str, str] = {
 FOLD_METHODS: dict[str, str] = {"AE-CFE-DG": "ae_mmd"}
 """Report name -> the embedding trained once per leave-one-domain-out fold without the held-out domain."""
 
-DG_METHODS: tuple[str, ...] = ("ERM", "DANN", "CORAL", "Mixup", "SelfReg", "BoDA", "SADA", "FewShot", "Oracle")
+DG_METHODS: tuple[str, ...] = tuple(name for name in ALGORITHM_NAMES if name != "CRT")  # the registry's, less CRT
 
 TARGET_DATA: dict[str, str] = {
     **{method: "unlabelled (UDA)" for method, embedding in FEATURE_METHODS.items() if embedding.startswith("ae_")},

@@ -9,6 +9,8 @@
   (W processes at batch B = one process at batch W·B).
 * :func:`step_loader` — a ``DataLoader`` over the plan from a start step; every item is transformed under its
   own seed (a function of (seed, step, position)), whatever the number of workers.
+* :class:`TrainingData` — what the algorithms' hooks see of their training set (class counts, full passes).
+* :func:`preload_images` — every image read once and resized, to keep a dataset in memory.
 * :func:`few_shot_indices` — at most k labelled samples per class (class-stratified), for fine-tuning.
 * :func:`steps_for_epochs` — epochs -> steps; :func:`synthetic_dataset` — the synthetic labs as a dataset.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +239,45 @@ def step_loader(dataset: ImageDataset, plan: BatchPlan, start: int, stop: int, n
     ``x.split(plan.batch_size)``)."""
     return DataLoader(SeededItems(dataset), batch_sampler=_StepBatches(plan, start, stop), num_workers=num_workers,
                       persistent_workers=False)
+
+
+@dataclass
+class TrainingData:
+    """What the algorithms' hooks may use: the training set, the dataset domain ids of the minibatch positions
+    (``domains``), the (M, C) class counts in that order, the number of steps and the run's seed and rank."""
+
+    dataset: ImageDataset
+    domains: tuple[int, ...]
+    class_counts: np.ndarray
+    steps: int
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+
+    def full_pass(self, batch_size: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Batches (x, y, domain position) over this process's share of every training sample, with the
+        training transforms (each item seeded from (seed, step)), e.g. for BoDA's centroids."""
+        lookup = torch.full((len(self.dataset.domain_names),), -1, dtype=torch.long)
+        lookup[list(self.domains)] = torch.arange(len(self.domains))
+        indices = np.arange(len(self.dataset))[self.rank::self.world_size]
+        seeds = np.random.SeedSequence([self.seed, step, 2]).generate_state(len(self.dataset))[indices]
+        items = [(int(i), int(s)) for i, s in zip(indices, seeds)]
+        batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
+        for x, y, d in DataLoader(SeededItems(self.dataset), batch_sampler=batches, num_workers=self.num_workers):
+            yield x, y, lookup[d]
+
+
+def preload_images(paths: Sequence[str | Path], size: int, progress: bool = True) -> np.ndarray:
+    """(N, size, size, 3) uint8: every image read (:func:`aecfe.io.read_image`) and resized (bilinear, PIL), to
+    keep an :class:`ImageDataset` in memory instead of reading the files at every access."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, path in enumerate(tqdm(paths, desc=f"reading images at {size} px", unit="image", disable=not progress)):
+        out[i] = np.asarray(Image.fromarray(read_image(path)).resize((size, size), Image.BILINEAR))
+    return out
 
 
 def few_shot_indices(labels: Sequence[Any], shots_per_class: int, seed: int = 0,

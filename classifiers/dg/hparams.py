@@ -14,13 +14,18 @@ with weight 1 / (n_class · C) inside its domain), ``swad`` (dense weight averag
 and its ``swad_*`` settings. ``augmentation`` and ``image_size`` name the training transform the algorithm
 expects (:func:`classifiers.dg.transforms.train_transform`).
 
+A run's overrides (:func:`algorithm_hparams`): the settings shared by every algorithm of a run (backbone, image
+size, learning rate, batch size), the run length with the schedule scaled to it (:data:`SCHEDULE_KEYS`), then
+``ALGO.KEY=VALUE`` overrides grouped per algorithm (:func:`split_overrides`).
+
 >>> get_hparams("BoDA")["boda_weight"], get_hparams("BoDA", {"nu": 1.0})["nu"]
 (0.1, 1.0)
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+import math
+from typing import Any, Iterable, Mapping
 
 from aecfe.errors import InputError
 
@@ -53,7 +58,6 @@ COMMON: dict[str, Any] = {
 
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "ERM": {},
-    "Oracle": {},
     # §3.2: alternating min-max, Adam betas (beta1, 0.9) for both optimisers.
     "DANN": {"lambda": 1.0, "d_steps_per_g": 1, "grad_penalty": 0.0, "mlp_width": 256, "mlp_depth": 3,
              "mlp_dropout": 0.0, "beta1": 0.5, "lr_d": 5e-5, "lr_g": 5e-5, "weight_decay_d": 0.0,
@@ -88,9 +92,18 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
                         "label_smoothing": 0.0, "lr": 7e-5, "weight_decay": 0.0, "betas": (0.9, 0.999),
                         "lr_schedule": "constant", "trainable": "all", "batch_size": 5, "epochs": 50,
                         "shots_per_class": 20, "domain_balanced": False, "augmentation": "fewshot_target"},
+    # ERM trained and scored in the target domain itself (an upper bound).
+    "Oracle": {},
 }
-"""Per-algorithm keys on top of :data:`COMMON`. ``shots_per_class`` is read by the few-shot workflow when it
-draws the labelled target set (:func:`classifiers.dg.data.few_shot_indices`), not by the algorithm."""
+"""Per-algorithm keys on top of :data:`COMMON`, one entry per registered algorithm
+(:data:`classifiers.dg.algorithms.ALGORITHMS`), in table order. ``shots_per_class`` is read by the few-shot
+workflow when it draws the labelled target set (:func:`classifiers.dg.data.few_shot_indices`), not by the
+algorithm."""
+
+ALGORITHM_NAMES: tuple[str, ...] = tuple(name for name in ALGORITHM_DEFAULTS if name != "FewShotFinetune")
+"""The algorithms a user runs, in table order: every registered one but the few-shot workflow's second stage
+(``FewShotFinetune``, trained inside ``FewShot``'s workflow). The choices of ``aecfe-train-dg --algorithm``
+(``all``: every one) and the deep baselines of the comparison; importing it pulls in no torch."""
 
 
 def get_hparams(algorithm: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -105,3 +118,64 @@ def get_hparams(algorithm: str, overrides: Mapping[str, Any] | None = None) -> d
         raise InputError(f"unknown hyper-parameter(s) {unknown} for {algorithm}; known: {', '.join(sorted(hparams))}")
     hparams.update(copy.deepcopy(dict(overrides or {})))
     return hparams
+
+
+SCHEDULE_KEYS = ("stage1_steps", "boda_start_step")
+"""Step positions that keep their fraction of the run when its length (``steps``) changes."""
+
+
+def split_overrides(items: Iterable[tuple[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``[("BoDA.feat_update_freq", 50), ...]`` -> ``{"BoDA": {"feat_update_freq": 50}}``, lists made tuples
+    (as the defaults). Each key is checked now (:class:`InputError` for an unknown algorithm or key), not after
+    hours of training.
+
+    >>> split_overrides([("SADA.jitter", [0.1, 0.1, 0.1, 0.1]), ("BoDA.nu", 1.0)])
+    {'SADA': {'jitter': (0.1, 0.1, 0.1, 0.1)}, 'BoDA': {'nu': 1.0}}
+    """
+    params: dict[str, dict[str, Any]] = {}
+    for item, value in items:
+        name, dot, key = item.partition(".")
+        if not dot or not key or not name:
+            raise InputError(f"hyper-parameter {item}={value!r}: expected ALGO.KEY=VALUE, e.g. "
+                             "BoDA.feat_update_freq=50")
+        if name not in ALGORITHM_DEFAULTS:
+            raise InputError(f"hyper-parameter {item}={value!r}: unknown algorithm {name!r}; known: "
+                             f"{', '.join(sorted(ALGORITHM_DEFAULTS))}")
+        params.setdefault(name, {})[key] = tuple(value) if isinstance(value, list) else value
+        get_hparams(name, params[name])
+    return params
+
+
+def algorithm_hparams(name: str, common: Mapping[str, Any], steps: int | None, checkpoint_every: int | None,
+                      explicit: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides of algorithm ``name`` in a run of several.
+
+    In order: ``common`` (keys the algorithm has, None = its default: backbone, weights, image size, learning
+    rate (DANN: both optimisers ``lr_d``/``lr_g``), batch size (domain-balanced algorithms only: it is per
+    domain; pooled batches keep their default); ``include_top`` off for the ``tiny`` test CNN); the length
+    ``steps`` (with ``epochs`` off), each of :data:`SCHEDULE_KEYS` scaled to keep its fraction of the reference
+    run, ``round(default · steps / default steps)`` and at least 1 (BoDA's ``boda_start_step`` never before its
+    first centroid pass at ``feat_update_freq``), and ``checkpoint_every`` (default ⌈steps / 10⌉); then
+    ``explicit`` (wins over everything).
+    """
+    defaults = get_hparams(name)
+    overrides = {key: value for key, value in common.items() if value is not None and key in defaults}
+    if not defaults["domain_balanced"]:
+        overrides.pop("batch_size", None)
+    if "lr" in overrides:
+        overrides.update({key: overrides["lr"] for key in ("lr_d", "lr_g") if key in defaults})
+    if overrides.get("backbone") == "tiny" and defaults["include_top"]:
+        overrides["include_top"] = False  # the test CNN has no ImageNet top
+    if steps is not None:
+        overrides.update(steps=steps, epochs=None)
+        for key in SCHEDULE_KEYS:
+            if key in defaults:
+                overrides[key] = max(1, round(defaults[key] * steps / defaults["steps"]))
+        if "boda_start_step" in overrides:
+            frequency = explicit.get("feat_update_freq", defaults["feat_update_freq"])
+            overrides["boda_start_step"] = max(overrides["boda_start_step"], frequency)
+        overrides["checkpoint_every"] = checkpoint_every or max(1, math.ceil(steps / 10))
+    elif checkpoint_every is not None:
+        overrides["checkpoint_every"] = checkpoint_every
+    overrides.update(explicit)
+    return overrides

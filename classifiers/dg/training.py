@@ -37,7 +37,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from aecfe import checkpoints
 from aecfe.errors import InputError
 from classifiers.dg.algorithms import Algorithm, featurizer_from_hparams, get_algorithm
-from classifiers.dg.data import BatchPlan, ImageDataset, SeededItems, step_loader, steps_for_epochs
+from classifiers.dg.data import BatchPlan, ImageDataset, TrainingData, step_loader, steps_for_epochs
 from classifiers.dg.swad import SWAD
 from extractors.trainer import init_distributed
 
@@ -76,33 +76,6 @@ class TrainConfig:
     eval_batch_size: int = 64
     device: str | None = None
     stop_at: int | None = None
-
-
-@dataclass
-class TrainingData:
-    """What the algorithms' hooks may use: the training set, the dataset domain ids of the minibatch positions
-    (``domains``), the (M, C) class counts in that order, the number of steps and the run's seed and rank."""
-
-    dataset: ImageDataset
-    domains: tuple[int, ...]
-    class_counts: np.ndarray
-    steps: int
-    seed: int = 0
-    rank: int = 0
-    world_size: int = 1
-    num_workers: int = 0
-
-    def full_pass(self, batch_size: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Batches (x, y, domain position) over this process's share of every training sample, with the
-        training transforms (each item seeded from (seed, step)), e.g. for BoDA's centroids."""
-        lookup = torch.full((len(self.dataset.domain_names),), -1, dtype=torch.long)
-        lookup[list(self.domains)] = torch.arange(len(self.domains))
-        indices = np.arange(len(self.dataset))[self.rank::self.world_size]
-        seeds = np.random.SeedSequence([self.seed, step, 2]).generate_state(len(self.dataset))[indices]
-        items = [(int(i), int(s)) for i, s in zip(indices, seeds)]
-        batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
-        for x, y, d in DataLoader(SeededItems(self.dataset), batch_sampler=batches, num_workers=self.num_workers):
-            yield x, y, lookup[d]
 
 
 @dataclass

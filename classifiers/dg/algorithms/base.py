@@ -9,7 +9,7 @@ An algorithm is an ``nn.Module`` holding its networks, optimisers and state (buf
 * ``predict(x) -> logits`` (B, num_classes).
 
 and optional hooks the training loop calls: ``setup(data)`` once before training and ``before_update(data)``
-before every step (``data`` is a :class:`~classifiers.dg.training.TrainingData`: the training set, its class
+before every step (``data`` is a :class:`~classifiers.dg.data.TrainingData`: the training set, its class
 counts, full passes over it); ``swad_start_step`` (SWAD segments holding earlier weights are discarded).
 
 Data parallel: :meth:`Algorithm.optimize` averages the gradients of the optimiser's parameters over the
@@ -34,7 +34,7 @@ from classifiers.dg.backbones import Featurizer, build_featurizer, weights_name
 from classifiers.dg.hparams import get_hparams
 
 if TYPE_CHECKING:
-    from classifiers.dg.training import TrainingData
+    from classifiers.dg.data import TrainingData
 
 logger = logging.getLogger(__name__)
 

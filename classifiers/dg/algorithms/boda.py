@@ -14,7 +14,7 @@ from classifiers.dg.algorithms.base import Algorithm, register, split_minibatche
 from classifiers.dg.losses import boda_loss, pairwise_mean_cov
 
 if TYPE_CHECKING:
-    from classifiers.dg.training import TrainingData
+    from classifiers.dg.data import TrainingData
 
 logger = logging.getLogger(__name__)
 

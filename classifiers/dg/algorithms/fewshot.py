@@ -19,7 +19,7 @@ from aecfe.errors import InputError
 from classifiers.dg.algorithms.base import Algorithm, register, split_minibatches
 
 if TYPE_CHECKING:
-    from classifiers.dg.training import TrainingData
+    from classifiers.dg.data import TrainingData
 
 TRAINABLE = ("all", "head")
 SCHEDULES = ("constant", "one_cycle")
