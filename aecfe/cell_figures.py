@@ -36,9 +36,10 @@ def draw_overlays(cells: pd.DataFrame, images: pd.DataFrame, folder: str | os.Pa
             continue
         picture = Image.fromarray(pixels)
         draw = ImageDraw.Draw(picture)
+        width = 1 if min(pixels.shape[:2]) < 300 else 2
         for _, cell in cells[cells["image"] == image["image_path"]].iterrows():
             colour = class_colour(classes, cell["predicted"])
-            draw.rectangle([cell["x1"], cell["y1"], cell["x2"], cell["y2"]], outline=colour, width=2)
+            draw.rectangle([cell["x1"], cell["y1"], cell["x2"], cell["y2"]], outline=colour, width=width)
             text = f"{cell['predicted']} {cell['probability']:.2f}" + (" ?" if cell["uncertain"] else "")
             draw.text((cell["x1"] + 2, max(cell["y1"] - 11, 0)), text, fill=colour)
         folder.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -118,8 +119,32 @@ def train_classifier(store_path: str | os.PathLike, embedding: str, out: str | o
                                  "n_test": scores["n_test"], "seed": seed}}
     out = save_bundle(out, fitted, detector_checkpoint=detector_checkpoint, embedder=embedder, scheme=scheme,
                       detector_options=detector_options, provenance=provenance, overwrite=overwrite)
+    try:
+        check_reproduces(out, store_path, embedding)
+    except InputError:
+        shutil.rmtree(out)
+        raise
     write_validation(scores, out)
     return scores
+
+
+def check_reproduces(bundle_path: str | os.PathLike, store_path: str | os.PathLike, embedding: str,
+                     n_cells: int = 8, tolerance: float = 1e-3) -> float:
+    """Recompute the first ``n_cells`` rows of ``embedding`` with the saved bundle's embedder; returns the
+    largest difference relative to the rows' scale, :class:`InputError` above ``tolerance`` (the bundle would
+    not see new cells as the head was trained to)."""
+    from aecfe.bundle import load_bundle
+
+    stage = load_bundle(bundle_path).embedding_stage()
+    with CellStore.open(store_path) as store:
+        rows = slice(0, min(n_cells, len(store)))
+        stored, again = store.embedding(embedding, rows), stage.compute(store, rows)
+    scale = max(float(np.abs(stored).max()), 1e-6)
+    difference = float(np.abs(np.asarray(again) - stored).max()) / scale if len(stored) else 0.0
+    if not difference <= tolerance:
+        raise InputError(f"{bundle_path}: its embedder does not reproduce embedding {embedding!r} of {store_path} "
+                         f"(relative difference {difference:.3g} on the first {rows.stop} cells)")
+    return difference
 
 
 def write_validation(scores: Mapping, bundle: str | os.PathLike) -> list[Path]:

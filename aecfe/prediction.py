@@ -6,8 +6,9 @@
 
 * ``cells.csv``: one row per cell: image, domain, cell_index, box (x1, y1, x2, y2), detector score,
   ``fallback`` (the centred box of a single-cell image without a detection), ``p_<class>`` per class,
-  ``predicted``, ``probability``, ``uncertain`` (probability < ``uncertain_below``) and, for labelled
-  inputs, ``true`` (the label in the bundle's scheme);
+  ``predicted``, ``probability``, ``uncertain`` (probability < ``uncertain_below``), ``label`` (the image's
+  canonical label as read, empty when unlabelled) and ``true`` (that label in the bundle's scheme; empty when
+  unlabelled, dropped by the scheme or unknown to the bundle);
 * ``counts_per_image.csv``, ``counts_per_domain.csv``, ``counts_overall.csv`` and ``counts.md``: the
   differential count, number ``n_<class>`` and percent ``pct_<class>`` of cells per class (percent of the
   cells of that image / domain / all), uncertain cells counted under their predicted class and in
@@ -128,7 +129,11 @@ def predict_images(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *
     tables = differential_counts(cells, images, bundle.classes)
     for level, table in tables.items():
         table.to_csv(out / f"counts_{level}.csv", index=False)
-    (out / "counts.md").write_text(counts_markdown(tables, bundle.classes), encoding="utf-8")
+    markdown = counts_markdown(tables, bundle.classes)
+    if truth.unknown:
+        markdown += ("\nTrue classes the bundle does not know (cells predicted, not scored): "
+                     + ", ".join(f"{label} {n}" for label, n in truth.unknown.items()) + "\n")
+    (out / "counts.md").write_text(markdown, encoding="utf-8")
     with CellStore.open(store_path) as store:
         fields = {str(image.path) for image in listing.images if not image.single_cell}
         report["overlays"] = [str(p) for p in draw_overlays(cells, images[images["image_path"].isin(fields)],

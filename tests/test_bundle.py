@@ -198,3 +198,38 @@ def test_train_classifier_refuses_another_detector_or_autoencoder(workflow, tmp_
         train_classifier(workflow["store"], "ae", tmp_path / "b", detector_checkpoint=other,
                          autoencoder_checkpoint=workflow["root"] / "ae.pt", head="xgboost")
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("kind", ["cnn", "rcnn_roi"])
+def test_bundle_with_a_cnn_or_baseline_embedder_reproduces_the_store(workflow, tmp_path, kind):
+    import torchvision
+
+    from aecfe.bundle import load_bundle
+    from aecfe.classifier_training import check_reproduces, train_classifier
+    from aecfe.pipeline import baseline_stage, write_embedding_stage
+    from aecfe.store import CellStore
+
+    store = tmp_path / "cells.h5"
+    shutil.copy(workflow["store"], store)
+    if kind == "cnn":
+        from extractors.cnn_features import cnn_stage
+
+        torch.manual_seed(0)
+        torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path / "mnv2.pth")
+        stage = cnn_stage("mobilenet_v2", str(tmp_path / "mnv2.pth"), image_size=64, name="cnn")
+    else:
+        stage = baseline_stage("rcnn_roi")
+    with CellStore.open(store, "a") as opened:
+        write_embedding_stage(opened, stage, progress=False)
+    train_classifier(store, stage.name, tmp_path / "b", detector_checkpoint=workflow["root"] / "det" / "last.pt",
+                     head="xgboost", head_params={"n_estimators": 5}, cnn_image_size=64)
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.description["embedder"]["kind"] == ("cnn" if kind == "cnn" else "baseline")
+    expected = ["bundle.json", "detector.pt", "head.json", "head.xgb.json"] + (["cnn.pt"] if kind == "cnn" else [])
+    assert sorted(json.loads((tmp_path / "b" / "manifest.json").read_text())["files"]) == sorted(expected)
+    assert check_reproduces(tmp_path / "b", store, stage.name) <= 1e-3
+    if kind == "cnn":  # the crop size matters: a bundle told another one is refused
+        with pytest.raises(InputError, match="does not reproduce embedding 'cnn'"):
+            train_classifier(store, "cnn", tmp_path / "c", detector_checkpoint=workflow["root"] / "det" / "last.pt",
+                             head="xgboost", head_params={"n_estimators": 5}, cnn_image_size=96)
+        assert not (tmp_path / "c").exists()
