@@ -238,8 +238,7 @@ def save_head(head: EmbeddingHead, directory: str | os.PathLike) -> list[Path]:
         meta["model_file"] = "head.xgb.json"
         head.estimator_.save_model(directory / meta["model_file"])
     elif len(classes) > 1:
-        import skops.io as sio
-
+        sio = _skops_io()
         meta["model_file"] = "head.skops"
         sio.dump(head, directory / meta["model_file"])
     (directory / HEAD_JSON).write_text(json.dumps(meta, indent=2, default=_plain) + "\n", encoding="utf-8")
@@ -278,9 +277,18 @@ def load_head(directory: str | os.PathLike) -> EmbeddingHead:
     return _load_skops(model_path, meta)
 
 
-def _load_skops(path: Path, meta: dict) -> EmbeddingHead:
-    import skops.io as sio
+def _skops_io():
+    """``skops.io``, or :class:`InputError` saying how to install it."""
+    try:
+        import skops.io
+    except ImportError as error:
+        raise InputError("saving or loading a scikit-learn head (rf, linear) needs skops: pip install skops "
+                         "(an XGBoost head does not)") from error
+    return skops.io
 
+
+def _load_skops(path: Path, meta: dict) -> EmbeddingHead:
+    sio = _skops_io()
     try:
         untrusted = set(sio.get_untrusted_types(file=path)) - set(SKOPS_TRUSTED_TYPES)
         if untrusted:

@@ -121,15 +121,21 @@ def test_predict_counts_fields_without_cells_and_draws_overlays(workflow, tmp_pa
     from aecfe.bundle import load_bundle
     from aecfe.prediction import collect_inputs, predict_images
 
-    listing = collect_inputs(coco=[("field_lab", workflow["coco"])])
+    from PIL import Image
+
+    (tmp_path / "blank").mkdir()
+    Image.fromarray(np.full((96, 96, 3), 255, np.uint8)).save(tmp_path / "blank" / "empty_field.png")
+    listing = collect_inputs(coco=[("field_lab", workflow["coco"])], folders=[("blank", tmp_path / "blank")],
+                             fields=True)
     result = predict_images(load_bundle(workflow["bundle"]), listing, tmp_path / "p", progress=False)
     images = result.report["images"]
-    assert images["read"] == 1 and images["with_cells"] + images["without_cells"] == 1
-    per_image = list(csv.DictReader(open(tmp_path / "p" / "counts_per_image.csv")))
-    assert len(per_image) == 1 and int(per_image[0]["cells"]) == result.report["cells"]
-    if images["without_cells"]:
-        assert images["without_cells_by_reason"] and per_image[0]["status"] != "ok"
-    assert len(result.report["overlays"]) == 1 and Path(result.report["overlays"][0]).is_file()
+    assert images["read"] == 2 and images["with_cells"] + images["without_cells"] == 2
+    per_image = {row["image"]: row for row in csv.DictReader(open(tmp_path / "p" / "counts_per_image.csv"))}
+    assert sum(int(row["cells"]) for row in per_image.values()) == result.report["cells"]
+    assert images["without_cells"] == sum(row["status"] != "ok" for row in per_image.values())
+    if images["without_cells"]:  # counted and reported by reason, never dropped from the per-image table
+        assert sum(images["without_cells_by_reason"].values()) == images["without_cells"]
+    assert len(result.report["overlays"]) == 2 and all(Path(p).is_file() for p in result.report["overlays"])
 
 
 @pytest.fixture()
@@ -233,3 +239,24 @@ def test_bundle_with_a_cnn_or_baseline_embedder_reproduces_the_store(workflow, t
             train_classifier(store, "cnn", tmp_path / "c", detector_checkpoint=workflow["root"] / "det" / "last.pt",
                              head="xgboost", head_params={"n_estimators": 5}, cnn_image_size=96)
         assert not (tmp_path / "c").exists()
+
+
+def test_images_without_a_cell_are_counted_and_reported(workflow, tmp_path):
+    from PIL import Image
+
+    from aecfe.bundle import load_bundle
+    from aecfe.prediction import collect_inputs, predict_images
+    from fake_detector import fake_detector
+
+    (tmp_path / "dark").mkdir()
+    Image.fromarray(np.zeros((96, 96, 3), np.uint8)).save(tmp_path / "dark" / "field.png")
+    bundle = load_bundle(workflow["bundle"])
+    bundle.detector = lambda device="cpu": fake_detector()  # deterministic: a dark image has no detection
+    result = predict_images(bundle, collect_inputs(folders=[(None, tmp_path / "dark")], fields=True), tmp_path / "p",
+                            progress=False)
+    assert result.report["cells"] == 0 and len(result.cells) == 0
+    assert result.report["images"]["without_cells"] == 1
+    assert result.report["images"]["without_cells_by_reason"] == {"undetected: no detection above score 0.5": 1}
+    row = next(csv.DictReader(open(tmp_path / "p" / "counts_per_image.csv")))
+    assert row["status"] == "undetected" and row["cells"] == "0"
+    assert (tmp_path / "p" / "cells.csv").read_text().startswith("image,domain,cell_index")
