@@ -15,7 +15,7 @@ Layout (every file listed with its SHA-256 in ``manifest.json``)::
 the store holds canonical classes), ``embedder`` (``kind``: ``autoencoder`` / ``cnn`` / ``baseline``, the
 embedding ``name`` and its settings), ``preprocessing`` (detector backend and backbone, ``min_size`` /
 ``max_size``, ``score_threshold``, ``single_cell_fallback``, RoI and crop shapes, the autoencoder's
-``input_scaling`` or the CNN's ``image_size``), ``head`` (name and parameters) and ``provenance`` (package
+``input_scaling`` or the CNN's ``image_size``), ``head`` (its class; parameters in ``head.json``) and ``provenance`` (package
 version, training store path and SHA-256, training command, validation scores).
 
 Loading (:func:`load_bundle`) refuses, with an :class:`~aecfe.errors.InputError` naming the file: a missing
@@ -30,6 +30,7 @@ API (kept small; ``aecfe-train-classifier``, ``aecfe-predict`` and ``aecfe-adapt
                 detector_options=store.provenance["detector"]["config"], provenance={...})
     bundle = load_bundle("bundle")
     bundle.classes; bundle.scheme; bundle.head                  # the fitted head (predict_proba)
+    bundle.detector_checkpoint; bundle.autoencoder_checkpoint   # weights-only files (to refit or adapt)
     bundle.detector(device)                                     # detectors.base.Detector
     bundle.embedding_stage(device)                              # aecfe.pipeline.EmbeddingStage
     frame = bundle.predict_store("cells.h5", device="cpu")     # encodes (resumable) and predicts every cell
@@ -181,7 +182,7 @@ def save_bundle(out: str | os.PathLike, head, *, detector_checkpoint: str | os.P
                    "embedder": {"kind": embedder.kind, "name": embedder.name, "file": embedder.file,
                                 **embedder.config},
                    "preprocessing": preprocessing,
-                   "head": {"name": type(head).__name__, "params": head.get_params()},
+                   "head": {"name": type(head).__name__, "file": "head.json"},
                    "provenance": {"aecfe_version": __version__, **dict(provenance or {})}}
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -190,7 +191,7 @@ def save_bundle(out: str | os.PathLike, head, *, detector_checkpoint: str | os.P
     if embedder.weights is not None:
         torch.save(embedder.weights, staging / embedder.file)
     save_head(head, staging)
-    (staging / BUNDLE_JSON).write_text(json.dumps(description, indent=2, default=_plain) + "\n", encoding="utf-8")
+    (staging / BUNDLE_JSON).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     files = {path.name: sha256_file(path) for path in sorted(staging.iterdir())}
     manifest = {"format": BUNDLE_FORMAT, "aecfe_version": __version__,
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": files}
@@ -201,12 +202,6 @@ def save_bundle(out: str | os.PathLike, head, *, detector_checkpoint: str | os.P
     logger.info("wrote bundle %s (%s, %d classes, embedder %s %r)", out, description["head"]["name"],
                 len(classes), embedder.kind, embedder.name)
     return out
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -277,6 +272,17 @@ class Bundle:
     @property
     def preprocessing(self) -> dict:
         return dict(self.description["preprocessing"])
+
+    @property
+    def detector_checkpoint(self) -> Path:
+        """``detector.pt``: a detector checkpoint :func:`save_bundle` and ``make_detector`` accept."""
+        return self.path / DETECTOR_FILE
+
+    @property
+    def autoencoder_checkpoint(self) -> Path | None:
+        """``autoencoder.pt`` (weights only: a new trainer's model loads its ``model``; the optimizer starts
+        fresh), or None when the embedder is not an autoencoder."""
+        return self.path / AUTOENCODER_FILE if self.description["embedder"]["kind"] == "autoencoder" else None
 
     def detector_identity(self) -> dict:
         """The detector's identity for a store's provenance (options and the weights file's SHA-256)."""

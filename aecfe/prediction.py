@@ -36,12 +36,11 @@ from aecfe.errors import InputError
 from aecfe.io import IMAGE_EXTENSIONS, identity_path
 from aecfe.pipeline import ExtractionImage, ImageList, gather_images, run_extraction
 from aecfe.taxonomy import CANONICAL, load_taxonomy
+from detectors.roi_stage import FALLBACK_REASON
 
 logger = logging.getLogger(__name__)
 
 STORE_NAME = "cells.h5"
-FALLBACK_REASON = "centred fallback box (no detection)"
-"""The image note the roi stage writes for a single-cell image given the centred box (detectors.roi_stage)."""
 
 
 def folder_images(folder: str | os.PathLike, name: str | None = None, *, fields: bool = False) -> list[ExtractionImage]:

@@ -260,3 +260,23 @@ def test_images_without_a_cell_are_counted_and_reported(workflow, tmp_path):
     row = next(csv.DictReader(open(tmp_path / "p" / "counts_per_image.csv")))
     assert row["status"] == "undetected" and row["cells"] == "0"
     assert (tmp_path / "p" / "cells.csv").read_text().startswith("image,domain,cell_index")
+
+
+def test_a_loaded_bundle_gives_what_a_refit_needs(workflow, tmp_path):
+    """aecfe-adapt's path: the bundle's weights-only files rebuild the embedding and make a new bundle."""
+    from aecfe.bundle import embedder_from_store, load_bundle, save_bundle
+    from aecfe.pipeline import autoencoder_stage, write_embedding_stage
+    from aecfe.store import CellStore
+
+    bundle = load_bundle(workflow["bundle"])
+    store = tmp_path / "cells.h5"
+    shutil.copy(workflow["store"], store)
+    with CellStore.open(store, "a") as opened:
+        write_embedding_stage(opened, autoencoder_stage(bundle.autoencoder_checkpoint, "ae_again"), progress=False)
+        np.testing.assert_allclose(opened.embedding("ae_again"), opened.embedding("ae"), atol=1e-4)
+        embedder = embedder_from_store(opened, "ae_again", autoencoder_checkpoint=bundle.autoencoder_checkpoint)
+    again = save_bundle(tmp_path / "again", bundle.head, detector_checkpoint=bundle.detector_checkpoint,
+                        embedder=embedder, scheme=bundle.scheme, detector_options=bundle.preprocessing)
+    assert load_bundle(again).preprocessing == bundle.preprocessing and load_bundle(again).classes == bundle.classes
+    with pytest.raises(InputError, match="exists already"):
+        save_bundle(again, bundle.head, detector_checkpoint=bundle.detector_checkpoint, embedder=embedder)

@@ -31,10 +31,13 @@ def _named_dir(text: str) -> tuple[str | None, Path]:
 
 
 def _named_path(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    return name, Path(path)
+    from aecfe.errors import InputError
+    from aecfe.pipeline import parse_named_path
+
+    try:
+        return parse_named_path(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def build_parser() -> argparse.ArgumentParser:
