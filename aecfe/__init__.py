@@ -7,6 +7,11 @@ Modules (imported on demand, so ``import aecfe`` stays light):
 * :mod:`aecfe.store` — the HDF5 cell store; :mod:`aecfe.pipeline` — images -> detector -> store -> embeddings.
 * :mod:`aecfe.metrics`, :mod:`aecfe.evaluation` — cross-domain protocols; :mod:`aecfe.plots` — figures.
 * :mod:`aecfe.comparison` — every method side by side (``scripts/benchmark.py``).
+* :mod:`aecfe.bundle` — a trained classifier as one verified folder (detector, embedder, head, classes,
+  preprocessing, provenance); :mod:`aecfe.classifier_training` — store -> bundle with validation scores;
+  :mod:`aecfe.prediction` — bundle + new images -> per-cell classes and differential counts
+  (:mod:`aecfe.cell_figures`: overlays, gallery); :mod:`aecfe.export` — AnnData export;
+  :mod:`aecfe.device` — the ``--device`` default (the GPU if present, else the CPU).
 * :mod:`aecfe.checkpoints` — atomic, weights-only checkpoints; :mod:`aecfe.torchvision_compat` — CPU kernels
   for torchvision's ops when its compiled ones do not load (import it before torchvision).
 * :mod:`aecfe.cli` — the command-line programs (``python -m aecfe.cli NAME``).

@@ -15,8 +15,8 @@ Layout (every file listed with its SHA-256 in ``manifest.json``)::
 the store holds canonical classes), ``embedder`` (``kind``: ``autoencoder`` / ``cnn`` / ``baseline``, the
 embedding ``name`` and its settings), ``preprocessing`` (detector backend and backbone, ``min_size`` /
 ``max_size``, ``score_threshold``, ``single_cell_fallback``, RoI and crop shapes, the autoencoder's
-``input_scaling`` or the CNN's ``image_size``), ``head`` (its class; parameters in ``head.json``) and ``provenance`` (package
-version, training store path and SHA-256, training command, validation scores).
+``input_scaling`` or the CNN's ``image_size``), ``head`` (its class; parameters in ``head.json``) and
+``provenance`` (package version, training store path and SHA-256, training command, validation scores).
 
 Loading (:func:`load_bundle`) refuses, with an :class:`~aecfe.errors.InputError` naming the file: a missing
 manifest or part, a file whose SHA-256 differs from the manifest (altered), a file the manifest does not list

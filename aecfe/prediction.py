@@ -120,7 +120,8 @@ def predict_images(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *
               "uncertain_below": uncertain_below, "images": image_summary(images, listing),
               "cells": int(len(cells)), "uncertain_cells": int(cells["uncertain"].sum()),
               "true_classes_unknown_to_bundle": truth.unknown, "true_labels_dropped_by_scheme": truth.dropped,
-              "scores": truth.scores(cells["predicted"].to_numpy(), bundle.classes), "extraction_totals": extraction["totals"]}
+              "scores": truth.scores(cells["predicted"].to_numpy(), bundle.classes),
+              "extraction_totals": extraction["totals"]}
     if truth.unknown:
         logger.warning("true classes the bundle (classes %s) does not know, not scored: %s", bundle.classes,
                        truth.unknown)

@@ -198,7 +198,8 @@ def test_train_classifier_refuses_another_detector_or_autoencoder(workflow, tmp_
     torch.manual_seed(1)
     AutoencoderTrainer(AECFEAutoencoder(), TrainerConfig(epochs=0, progress=False), n_domains=2).save_checkpoint(other)
     with pytest.raises(InputError, match="not the checkpoint that wrote embedding 'ae'"):
-        train_classifier(workflow["store"], "ae", tmp_path / "b", detector_checkpoint=workflow["root"] / "det" / "last.pt",
+        train_classifier(workflow["store"], "ae", tmp_path / "b",
+                         detector_checkpoint=workflow["root"] / "det" / "last.pt",
                          autoencoder_checkpoint=other, head="xgboost")
     with pytest.raises(InputError, match="not the detector that made"):
         train_classifier(workflow["store"], "ae", tmp_path / "b", detector_checkpoint=other,

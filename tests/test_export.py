@@ -14,7 +14,8 @@ def store(tmp_path):
     path = tmp_path / "cells.h5"
     rng = np.random.default_rng(0)
     with CellStore.create(path, roi_shape=None, crop_shape=None, provenance={"detector": {"x": 1}}) as opened:
-        for i, (domain, label, n) in enumerate([("lab_a", "neutrophil", 2), ("lab_b", None, 1), ("lab_b", "monocyte", 1)]):
+        images = [("lab_a", "neutrophil", 2), ("lab_b", None, 1), ("lab_b", "monocyte", 1)]
+        for i, (domain, label, n) in enumerate(images):
             corner = rng.uniform(0, 50, (n, 2))
             opened.add_image(f"/img/{i}.png", domain, label, content_sha1=f"{i:040x}",
                              cells={"box": np.hstack([corner, corner + 10]), "score": np.full(n, 0.9),
