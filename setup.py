@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.10",
     "scikit-learn>=1.6",  # classifiers/heads.py: sklearn.utils.validation.validate_data (new in 1.6)
     "xgboost-cpu>=2.0",
+    "skops>=0.10",  # classifiers/heads.py: scikit-learn heads saved without pickle (trusted-type list)
     "umap-learn>=0.5",
     "h5py>=3.12",
     "pandas>=2.0",
@@ -42,6 +43,6 @@ setup(
                                     "extractors", "extractors.*", "classifiers", "classifiers.*"]),
     package_data={"aecfe": ["taxonomies/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "anndata>=0.10"], "anndata": ["anndata>=0.10"]},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

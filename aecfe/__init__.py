@@ -9,6 +9,11 @@ Modules (imported on demand, so ``import aecfe`` stays light):
 * :mod:`aecfe.dg_baselines` — the deep DG baselines (:mod:`classifiers.dg`) in those protocols and tables.
 * :mod:`aecfe.comparison` — every method side by side (``aecfe-compare``); :mod:`aecfe.measure` — wall time and peak
   memory of a workload in a child process (the comparison's steps, the speed probes in ``benchmarks/``).
+* :mod:`aecfe.bundle` — a trained classifier as one verified folder (detector, embedder, head, classes,
+  preprocessing, provenance); :mod:`aecfe.classifier_training` — store -> bundle with validation scores;
+  :mod:`aecfe.prediction` — bundle + new images -> per-cell classes and differential counts
+  (:mod:`aecfe.cell_figures`: overlays, gallery); :mod:`aecfe.export` — AnnData export;
+  :mod:`aecfe.device` — the ``--device`` default (the GPU if present, else the CPU).
 * :mod:`aecfe.checkpoints` — atomic, weights-only checkpoints; :mod:`aecfe.torchvision_compat` — CPU kernels
   for torchvision's ops when its compiled ones do not load (import it before torchvision).
 * :mod:`aecfe.cli` — the command-line programs (``python -m aecfe.cli NAME``).

@@ -31,10 +31,20 @@ Defaults:
   ``max_iter=2000``, enough to converge on standardised 50-d codes).
 
 :func:`make_head` builds one by name: ``make_head("rf", n_estimators=10)``.
+
+Saving without pickle (:func:`save_head` / :func:`load_head`): a fitted head becomes ``head.json`` (format,
+head name, hyper-parameters, ``classes_``, ``n_features_in_``, library versions) plus one model file: the
+XGBoost booster as XGBoost's own JSON model (``head.xgb.json``) or a scikit-learn head as a skops file
+(``head.skops``), loaded with the explicit trusted-type list :data:`SKOPS_TRUSTED_TYPES` (skops refuses any
+other type instead of running it). A single-class head stores no model file (its constant prediction is
+rebuilt from ``classes_``).
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -196,3 +206,118 @@ def make_head(name: str, **params) -> EmbeddingHead:
     if unknown:
         raise InputError(f"head {name!r} has no parameter(s) {unknown}; valid: {sorted(head.get_params())}")
     return head.set_params(**params)
+
+
+# ---------------------------------------------------------------------------------------------- safe files
+HEAD_FORMAT = "aecfe.head/1"
+"""``format`` of ``head.json``."""
+HEAD_JSON = "head.json"
+SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
+    "classifiers.heads.RandomForestHead", "classifiers.heads.LinearHead", "sklearn.tree._tree.Tree",
+)
+"""Types a skops head file may hold beyond skops' own defaults (scikit-learn estimators, numpy arrays):
+our two scikit-learn heads and the random forest's tree structure. Anything else is refused on load."""
+
+
+def save_head(head: EmbeddingHead, directory: str | os.PathLike) -> list[Path]:
+    """Write the fitted ``head`` into ``directory`` without pickle; returns the files written.
+
+    ``head.json`` always; ``head.xgb.json`` (XGBoost's JSON model) for :class:`XGBoostHead`, ``head.skops``
+    for the scikit-learn heads; none for a single-class head.
+    """
+    check_is_fitted(head)
+    name = next((key for key, kind in HEADS.items() if type(head) is kind), None)
+    if name is None:
+        raise InputError(f"cannot save a head of type {type(head).__name__}; known: {sorted(HEADS)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    classes = head.classes_.tolist()
+    meta = {"format": HEAD_FORMAT, "head": name, "params": head.get_params(), "classes": classes,
+            "n_features_in": int(head.n_features_in_), "model_file": None, "versions": _library_versions()}
+    if len(classes) > 1 and name == "xgboost":
+        meta["model_file"] = "head.xgb.json"
+        head.estimator_.save_model(directory / meta["model_file"])
+    elif len(classes) > 1:
+        sio = _skops_io()
+        meta["model_file"] = "head.skops"
+        sio.dump(head, directory / meta["model_file"])
+    (directory / HEAD_JSON).write_text(json.dumps(meta, indent=2, default=_plain) + "\n", encoding="utf-8")
+    return [directory / HEAD_JSON] + ([directory / meta["model_file"]] if meta["model_file"] else [])
+
+
+def load_head(directory: str | os.PathLike) -> EmbeddingHead:
+    """The head :func:`save_head` wrote into ``directory``; :class:`InputError` naming the file when a part
+    is missing, of another format, or (skops) holds a type outside :data:`SKOPS_TRUSTED_TYPES`."""
+    directory = Path(directory)
+    meta_path = directory / HEAD_JSON
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"{meta_path}: cannot read the head description ({error})") from error
+    if not isinstance(meta, dict) or meta.get("format") != HEAD_FORMAT or meta.get("head") not in HEADS:
+        raise InputError(f"{meta_path}: not a head description of format {HEAD_FORMAT}")
+    classes = np.asarray(meta["classes"])
+    if meta["model_file"] is None:
+        head = make_head(meta["head"], **meta["params"])
+        head.classes_, head.n_features_in_ = classes, int(meta["n_features_in"])
+        head.estimator_ = DummyClassifier(strategy="prior").fit(np.zeros((1, head.n_features_in_)), [0])
+        return head
+    model_path = directory / meta["model_file"]
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: the head's model file is missing")
+    if meta["head"] == "xgboost":
+        head = make_head("xgboost", **meta["params"])
+        head.estimator_ = head._build_estimator()
+        try:
+            head.estimator_.load_model(model_path)
+        except Exception as error:  # xgboost raises its own XGBoostError for a damaged model
+            raise InputError(f"{model_path}: cannot read the XGBoost model ({error})") from error
+        head.classes_, head.n_features_in_ = classes, int(meta["n_features_in"])
+        return head
+    return _load_skops(model_path, meta)
+
+
+def _skops_io():
+    """``skops.io``, or :class:`InputError` saying how to install it."""
+    try:
+        import skops.io
+    except ImportError as error:
+        raise InputError("saving or loading a scikit-learn head (rf, linear) needs skops: pip install skops "
+                         "(an XGBoost head does not)") from error
+    return skops.io
+
+
+def _load_skops(path: Path, meta: dict) -> EmbeddingHead:
+    sio = _skops_io()
+    try:
+        untrusted = set(sio.get_untrusted_types(file=path)) - set(SKOPS_TRUSTED_TYPES)
+        if untrusted:
+            raise InputError(f"{path}: holds types outside the trusted list: {sorted(untrusted)}")
+        head = sio.load(path, trusted=list(SKOPS_TRUSTED_TYPES))
+    except InputError:
+        raise
+    except Exception as error:  # skops raises several kinds on a damaged or foreign file
+        raise InputError(f"{path}: cannot read the skops head ({type(error).__name__}: {error})") from error
+    if type(head) is not HEADS[meta["head"]] or head.classes_.tolist() != meta["classes"]:
+        raise InputError(f"{path}: holds a {type(head).__name__} with classes {head.classes_.tolist()}, "
+                         f"but head.json describes a {meta['head']} head with classes {meta['classes']}")
+    return head
+
+
+def _library_versions() -> dict[str, str]:
+    import sklearn
+
+    versions = {"scikit-learn": sklearn.__version__}
+    for module in ("xgboost", "skops"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    return versions
+
+
+def _plain(value):
+    """JSON for numpy scalars among the hyper-parameters."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

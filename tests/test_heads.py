@@ -115,3 +115,63 @@ def test_clear_errors_on_bad_input():
         LinearHead().fit(bad, y)
     with pytest.raises(ValueError, match="Unknown label type"):
         LinearHead().fit(X, np.linspace(0, 1, len(y)))
+
+
+# ---------------------------------------------------------------------------------------------- safe files
+def _needs_skops(name):
+    if name != "xgboost":
+        pytest.importorskip("skops", reason="scikit-learn heads are saved with skops (pip install skops)")
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_saved_head_predicts_the_same_without_pickle(name, tmp_path):
+    from classifiers.heads import load_head, save_head
+
+    _needs_skops(name)
+    X, y = _blobs()
+    params = {"rf": {"n_estimators": 5}, "xgboost": {"n_estimators": 5}}.get(name, {})
+    head = make_head(name, class_weight="balanced", **params).fit(X, y)
+    files = save_head(head, tmp_path / "h")
+    assert files[0].name == "head.json" and len(files) == 2
+    assert all(not f.read_bytes().startswith(b"\x80") for f in files)  # no pickle protocol header
+    loaded = load_head(tmp_path / "h")
+    assert type(loaded) is type(head) and loaded.get_params() == head.get_params()
+    assert list(loaded.classes_) == list(head.classes_) and loaded.n_features_in_ == 5
+    np.testing.assert_allclose(loaded.predict_proba(X), head.predict_proba(X), rtol=1e-6)
+
+
+def test_single_class_head_round_trips_without_a_model_file(tmp_path):
+    from classifiers.heads import load_head, save_head
+
+    X, _ = _blobs()
+    head = make_head("xgboost", n_estimators=3).fit(X, np.full(len(X), "neutrophil"))
+    assert len(save_head(head, tmp_path)) == 1
+    loaded = load_head(tmp_path)
+    assert list(loaded.predict(X[:3])) == ["neutrophil"] * 3
+    np.testing.assert_allclose(loaded.predict_proba(X[:3]), 1.0)
+
+
+def test_load_head_refuses_missing_foreign_or_untrusted_content(tmp_path):
+    import json
+
+    from classifiers.heads import load_head, save_head
+
+    X, y = _blobs()
+    save_head(make_head("xgboost", n_estimators=3).fit(X, y), tmp_path / "x")
+    (tmp_path / "x" / "head.xgb.json").unlink()
+    with pytest.raises(InputError, match="head.xgb.json: the head's model file is missing"):
+        load_head(tmp_path / "x")
+    with pytest.raises(InputError, match="head.json: cannot read"):
+        load_head(tmp_path / "nothing")
+    (tmp_path / "x" / "head.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(InputError, match="not a head description"):
+        load_head(tmp_path / "x")
+    skops_io = pytest.importorskip("skops.io")
+
+    class Sneaky(LinearHead):
+        pass
+
+    save_head(make_head("linear").fit(X, y), tmp_path / "s")
+    skops_io.dump(Sneaky().fit(X, y), tmp_path / "s" / "head.skops")
+    with pytest.raises(InputError, match="outside the trusted list"):
+        load_head(tmp_path / "s")
