@@ -1,20 +1,21 @@
 """Feature extraction as a resumable pipeline: images -> detector -> RoI features and crops -> embeddings.
 
-Everything lands in one HDF5 cell store (:mod:`aecfe.store`), stage by stage, each stage cached:
+The orchestration only: every write goes through the store boundary (:mod:`aecfe.store`: the roi stage
+writer, the embedding stages). Everything lands in one HDF5 cell store, stage by stage, each stage cached:
 
 1. **inputs** (:func:`gather_images`): class folders (``root/<domain>/<class>/<image>`` or one domain's
    ``root/<class>/<image>``), COCO files (whole fields) and plain lists of files, as
    :class:`ExtractionImage` (path, domain, canonical label or None). Images the scan rejects (empty files,
    labels the class map drops) are counted in a :class:`~aecfe.io.SkipCounter`, never silently dropped.
    :func:`shard_images` takes shard ``i`` of ``n`` of that list (round robin over the sorted list).
-2. **roi stage** (``detectors.roi_stage.write_roi_stage``): per image the detector's boxes, scores, mask
+2. **roi stage** (:func:`aecfe.store.roi.write_roi_stage`): per image the detector's boxes, scores, mask
    areas, RoI features (256x14x14) and crops (3x128x128); images already in the store are skipped, so a
    re-run, or a run after ``kill -9``, continues where the last commit stopped. Unreadable images are
    stored with status ``"error"`` and images without a cell with status ``"undetected"`` (with reasons).
-3. **embedding stages** (:func:`write_embedding_stage`): per embedding name, rows are computed block by
+3. **embedding stages** (:func:`aecfe.store.embeddings.write_embedding_stage`): per embedding name, rows are computed block by
    block from the store's committed cells and committed with ``rows_done``; a re-run starts at
    :meth:`~aecfe.store.CellStore.embedding_progress`. Embeddings: the autoencoder's code
-   (:func:`autoencoder_stage`), and the baselines ``rcnn_roi`` (RoI features averaged over the 14x14
+   (:func:`aecfe.store.embeddings.autoencoder_stage`), and the baselines ``rcnn_roi`` (RoI features averaged over the 14x14
    grid: 256-d, the R-CNN-RF baseline of METHODS §1.8) and ``raw_pixels`` (the crop block-averaged to
    ``side`` x ``side`` RGB in [0, 1]).
 4. **report** (:func:`extraction_report`): images read, cells found, images skipped and why, per domain,
@@ -33,22 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-import numpy as np
-from tqdm import tqdm
-
 from aecfe.atomic import write_text_atomic
 from aecfe.errors import InputError, StoreError
+from aecfe.identity import detector_identity
 from aecfe.io import (ImageRecord, SkipCounter, duplicate_summary, find_duplicates, hash_images, identity_path,
                       load_coco, log_duplicates, scan_class_folders, scan_domains)
-from aecfe.store import CellStore
 from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
+from aecfe.store import (EMBEDDING_BLOCK, CellStore, EmbeddingStage, merge_stores, write_embedding_stage,
+                         write_roi_stage)
 
 logger = logging.getLogger(__name__)
-
-EMBEDDING_BLOCK = 1024
-"""Cells read, embedded and committed at a time by :func:`write_embedding_stage`."""
-BASELINE_EMBEDDINGS = ("rcnn_roi", "raw_pixels")
-RAW_PIXEL_SIDE = 8
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -238,89 +233,6 @@ def shard_images(images: Sequence[ExtractionImage], shard: tuple[int, int] | Non
     return ordered[i::n]
 
 
-# ---------------------------------------------------------------------------------------------- embeddings
-def roi_mean_features(roi: np.ndarray) -> np.ndarray:
-    """RoI features (N, C, H, W) -> (N, C) float32: the mean over the H x W grid (R-CNN-RF baseline)."""
-    roi = np.asarray(roi)
-    if roi.ndim != 4:
-        raise ValueError(f"RoI features must be (N, C, H, W), got shape {roi.shape}")
-    return roi.mean(axis=(2, 3), dtype=np.float32)
-
-
-def block_average(images: np.ndarray, side: int) -> np.ndarray:
-    """``(N, 3, S, S)`` uint8 -> ``(N, 3 * side * side)`` float32 in [0, 1], mean over ``S/side`` blocks."""
-    n, channels, height, width = images.shape
-    if height % side or width % side:
-        raise ValueError(f"crop side {height}x{width} is not a multiple of {side}")
-    blocks = images.reshape(n, channels, side, height // side, side, width // side)
-    return (blocks.mean(axis=(3, 5), dtype=np.float32) / 255.0).reshape(n, -1)
-
-
-@dataclass(frozen=True)
-class EmbeddingStage:
-    """One named embedding: ``compute(store, rows: slice) -> (k, D) array`` for the cells ``rows``, and the
-    ``attrs`` recorded with it (its identity: a resumed run must bring the same)."""
-
-    name: str
-    compute: Callable[[CellStore, slice], np.ndarray]
-    attrs: Mapping
-
-
-def baseline_stage(name: str, pixel_side: int = RAW_PIXEL_SIDE) -> EmbeddingStage:
-    """``"rcnn_roi"`` (needs the roi stage) or ``"raw_pixels"`` (needs crops) as an :class:`EmbeddingStage`."""
-    if name == "rcnn_roi":
-        return EmbeddingStage(name, lambda store, rows: roi_mean_features(store.roi(rows)),
-                              {"features": "RoI features averaged over the 14x14 grid (R-CNN-RF baseline)"})
-    if name == "raw_pixels":
-        return EmbeddingStage(name, lambda store, rows: block_average(store.crops(rows), pixel_side),
-                              {"features": f"crop block-averaged to {pixel_side}x{pixel_side} RGB in [0, 1]"})
-    raise InputError(f"unknown baseline embedding {name!r}; choose from {BASELINE_EMBEDDINGS}")
-
-
-def autoencoder_stage(checkpoint: str | os.PathLike, name: str | None = None, batch_size: int = 256,
-                      device: str = "cpu", extra_attrs: Mapping | None = None) -> EmbeddingStage:
-    """The AE-CFE code z of every cell (from its RoI features) with the autoencoder of a trainer checkpoint.
-
-    ``name`` defaults to ``ae_<alignment>`` (e.g. ``ae_mmd``) from the checkpoint's trainer config.
-    The attrs record the model's identity (config and the checkpoint's sha256) and its trainer config, plus
-    ``extra_attrs`` (e.g. the domain ids of training).
-    """
-    import torch
-
-    from aecfe.store import model_identity
-    from extractors.trainer import encode_dataset, load_autoencoder, read_checkpoint
-
-    state = read_checkpoint(checkpoint)
-    model = load_autoencoder(checkpoint).to(torch.device(device))
-    name = name or f"ae_{state['trainer_config'].get('alignment', 'none')}"
-    attrs = {"autoencoder": model_identity(model.config.to_dict(), checkpoint),
-             "trainer": state["trainer_config"], **(extra_attrs or {})}
-
-    def encode(store: CellStore, rows: slice) -> np.ndarray:
-        return encode_dataset(model, store.roi(rows), batch_size)
-
-    return EmbeddingStage(name, encode, attrs)
-
-
-def write_embedding_stage(store: CellStore, stage: EmbeddingStage, block: int = EMBEDDING_BLOCK,
-                          progress: bool = True) -> int:
-    """Compute and commit ``stage`` for the store's cells not embedded yet; returns the rows written now.
-
-    Resumes at ``store.embedding_progress(stage.name)``; each block of ``block`` cells is committed on its
-    own, so a crash loses at most the block being written.
-    """
-    store.flush()
-    total, start = len(store), store.embedding_progress(stage.name)
-    if start >= total:
-        return 0
-    with tqdm(total=total, initial=start, desc=f"embedding {stage.name}", unit="cell", disable=not progress) as bar:
-        for first in range(start, total, block):
-            rows = slice(first, min(first + block, total))
-            store.write_embedding(stage.name, first, stage.compute(store, rows), attrs=stage.attrs)
-            bar.update(rows.stop - rows.start)
-    return total - start
-
-
 # ---------------------------------------------------------------------------------------------- report
 def report_path(store_path: str | os.PathLike) -> Path:
     """Where the run report of a store goes: ``<store>.report.json`` beside it."""
@@ -401,6 +313,66 @@ def write_report(report: Mapping, store_path: str | os.PathLike) -> Path:
     return path
 
 
+def detector_factory(checkpoint: str | os.PathLike | None, backend: str = "torchvision",
+                     **options) -> tuple[Callable[[], object] | None, dict | None]:
+    """(a function building the detector, its identity for the store's provenance); (None, None) without a
+    checkpoint.
+
+    ``options``: the detector options of :data:`aecfe.identity.DETECTOR_OPTIONS` (None: the checkpoint's own
+    value or ``make_detector``'s default). The identity (:func:`aecfe.identity.detector_identity`) is known
+    without building the model, so a re-run with nothing left to detect never loads it.
+    """
+    if checkpoint is None:
+        return None, None
+    if not Path(checkpoint).is_file():
+        raise InputError(f"{checkpoint}: detector checkpoint not found")
+    identity = detector_identity(checkpoint, backend, **options)
+
+    def build():
+        from detectors.base import make_detector
+
+        # unset sizes stay unset: make_detector keeps the ones the checkpoint was trained with
+        given = {key: value for key, value in options.items() if value is not None}
+        try:
+            return make_detector(backend, checkpoint=str(checkpoint), **given)
+        except ValueError as err:  # make_detector's checks of its options (InputError is one too)
+            raise InputError(f"{checkpoint}: cannot build the detector: {err}") from err
+
+    return build, identity
+
+
+def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
+    """Merge shard stores into ``out`` (:func:`aecfe.store.merge_stores`) and write the merged store's report
+    (the scan's skips taken from the first shard report found: every shard saw the same scan)."""
+    merge_stores(shards, out)
+    scan_skipped = {}
+    for path in (report_path(shard) for shard in shards):
+        if path.is_file():
+            scan_skipped = json.loads(path.read_text(encoding="utf-8")).get("scan_skipped", {})
+            break
+    with CellStore.open(out) as store:
+        report = extraction_report(store, merged_from=[str(s) for s in shards])
+    report["scan_skipped"] = scan_skipped
+    write_report(report, out)
+    return report
+
+
+def write_duplicate_report(listing: ImageList, out: str | os.PathLike | None = None) -> dict:
+    """:func:`duplicate_report` of ``listing``, written as JSON to ``out`` when given (atomically)."""
+    report = duplicate_report(listing)
+    if out is not None:
+        write_text_atomic(out, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
+
+
+def format_duplicates(report: Mapping) -> str:
+    """One line summarising a :func:`duplicate_report`."""
+    found = report["duplicates"]
+    return (f"{report['hashed']} of {report['images']} images hashed: {found['groups']} groups of byte-identical "
+            f"images ({found['images']} images, {found['extra_copies']} extra copies); "
+            f"{found['cross_domain_groups']} groups ({found['cross_domain_images']} images) across domains")
+
+
 # ---------------------------------------------------------------------------------------------- the whole run
 def open_or_create_store(store_path: str | os.PathLike, provenance: Mapping, *, keep_roi: bool = True,
                          keep_crops: bool = True, chunk_cells: int = 256) -> CellStore:
@@ -466,7 +438,7 @@ def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
             its training / by ``raw_pixels`` and autoencoder training).
         batch_size: images per detector call; chunk_cells: cells per store commit; embedding_block: cells
             per embedding commit (each >= 1).
-        roi_stage_options: further keyword arguments of ``detectors.roi_stage.write_roi_stage``.
+        roi_stage_options: further keyword arguments of :func:`aecfe.store.roi.write_roi_stage`.
         retry_errors: images the store holds with status "error" go through the roi stage again (their
             error rows become status "retried"); by default they count as done.
 
@@ -497,8 +469,6 @@ def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
                     " (errors retried)" if retry_errors else "")
         roi_report = None
         if todo:
-            from detectors.roi_stage import write_roi_stage
-
             detector = detector or _build_detector(detector_factory, store_path, len(todo))
             for single_cell in (True, False):
                 group = [image for image in todo if image.single_cell == single_cell]

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from aecfe.cli.evaluate_cross_domain import write_head_files
+from aecfe.reporting import write_head_files
 from aecfe.errors import AecfeError, InputError
 from aecfe.evaluation import (PROTOCOLS, VARIANTS, CrossDomainResult, Predictions, evaluate_cross_domain,
                               score_predictions)
