@@ -45,9 +45,6 @@ def embedding_attrs(kind: str, features: str, model: Mapping | None = None, **de
     **details}``; ``model`` is a :func:`aecfe.identity.model_identity` dict or None (a model-free baseline)."""
     if kind not in EMBEDDING_KINDS:
         raise InputError(f"unknown embedding kind {kind!r}; expected one of {EMBEDDING_KINDS}")
-    reserved = {"kind", "features", "model"} & set(details)
-    if reserved:
-        raise InputError(f"embedding attrs: {sorted(reserved)} are set by the schema, not as details")
     return {"kind": kind, "features": str(features), "model": None if model is None else dict(model), **details}
 
 
