@@ -41,7 +41,10 @@ def test_default_device_is_cuda_when_available_else_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert default_device() == "cpu" and resolve_device(None) == "cpu" and resolve_device("cuda:1") == "cuda:1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert default_device() == "cuda"
+    monkeypatch.setenv("LOCAL_RANK", "3")  # under torchrun each process takes its own GPU
+    assert default_device() == "cuda:3" == resolve_device(None)
 
 
 def test_outside_torchrun_the_process_is_alone(monkeypatch):

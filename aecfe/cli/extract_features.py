@@ -14,11 +14,10 @@ NAME=DIR`` (``DIR/<class>/<image>``), ``--coco NAME=JSON`` (whole fields, unlabe
 (one image per line, optionally ``<TAB>domain<TAB>label``). Class-folder and list images are single-cell
 crops unless ``--fields``.
 
-Every stage is cached in the store: a re-run (or a run after a crash or ``kill -9``) skips the images
-already in it and continues each embedding at its committed row count, and gives the same content as one
-uninterrupted run. The run report (images read, cells found, images skipped and why, per domain) is
-written to ``<out>.report.json`` and logged. ``--merge`` joins shard stores with
-:func:`aecfe.store.merge_stores` and reports on the result.
+Every stage is cached in the store (:func:`aecfe.pipeline.run_extraction`): a re-run, or a run after a crash or
+``kill -9``, skips the images already in it and continues each embedding at its committed row count. The run
+report (images read, cells found, images skipped and why, per domain) goes to ``<out>.report.json`` and the log.
+``--merge`` joins shard stores (:func:`aecfe.pipeline.merge_shards`) and reports on the result.
 
 An image is its resolved path (the same folder given as ``../data`` or ``/abs/data``, or a run from another
 directory, is not detected twice), and its row records the SHA-1 of the file's bytes: byte-identical copies

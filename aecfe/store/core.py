@@ -49,6 +49,7 @@ import pandas as pd
 
 from aecfe import __version__
 from aecfe.errors import InputError, StoreError
+from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
 
 logger = logging.getLogger(__name__)
 
@@ -223,8 +224,8 @@ class CellStore:
 
     # ------------------------------------------------------------------ creation and opening
     @classmethod
-    def create(cls, path: str | os.PathLike, *, roi_shape: tuple[int, ...] | None = (256, 14, 14),
-               crop_shape: tuple[int, ...] | None = (3, 128, 128), provenance: Mapping,
+    def create(cls, path: str | os.PathLike, *, roi_shape: tuple[int, ...] | None = ROI_SHAPE,
+               crop_shape: tuple[int, ...] | None = CROP_SHAPE, provenance: Mapping,
                chunk_cells: int = 256, layout: StoreLayout = StoreLayout()) -> "CellStore":
         """Create a new, empty store for writing; :class:`StoreError` if ``path`` exists.
 
