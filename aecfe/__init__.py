@@ -15,6 +15,7 @@ lazy ones included, and that nothing outside :mod:`aecfe.cli` imports it). Modul
    losses, trainer, CNN features), :mod:`classifiers` (scikit-learn heads, deep DG baselines). They import the
    base layer and each other, never the store or anything above it.
 3. **store** — :mod:`aecfe.store`, the one boundary to the HDF5 cell store: the file (:mod:`aecfe.store.core`),
+   a run's store and its report (:mod:`aecfe.store.runs`),
    every stage writer (:mod:`aecfe.store.roi`, :mod:`aecfe.store.embeddings`: one resumable writer, one attribute
    schema) and every reader (:mod:`aecfe.store.training_cells`, :mod:`aecfe.store.readers`).
 4. **application** — :mod:`aecfe.pipeline` (extraction runs calling the store writers), :mod:`aecfe.evaluation`

@@ -35,9 +35,9 @@ from pathlib import Path
 
 from aecfe.cli import EXIT_NOTHING_PROCESSED, command, positive_int, probability, run_program
 from aecfe.errors import InputError
-from aecfe.pipeline import (detector_factory, format_duplicates, format_report, gather_images, merge_shards,
+from aecfe.pipeline import (detector_factory, format_duplicates, gather_images, merge_shards,
                             nothing_processed, parse_named_path, parse_shard, run_extraction, write_duplicate_report)
-from aecfe.store import BASELINE_EMBEDDINGS, RAW_PIXEL_SIDE, autoencoder_stage, baseline_stage
+from aecfe.store import BASELINE_EMBEDDINGS, RAW_PIXEL_SIDE, autoencoder_stage, baseline_stage, format_report
 
 logger = logging.getLogger(__name__)
 

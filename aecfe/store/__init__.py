@@ -5,6 +5,7 @@
 * writers: :mod:`aecfe.store.roi` (the roi stage: detections -> image and cell rows) and
   :mod:`aecfe.store.embeddings` (every embedding — baselines, autoencoder codes, CNN codes — through one
   resumable writer with one attribute schema).
+* a run's store: :mod:`aecfe.store.runs` (create with the run's provenance, reopen to resume, the run report).
 * readers: :mod:`aecfe.store.training_cells` (cells as autoencoder training data, in memory or streamed) and
   :mod:`aecfe.store.readers` (labelled features for the evaluation).
 
@@ -20,6 +21,8 @@ from aecfe.store.embeddings import (BASELINE_EMBEDDINGS, EMBEDDING_BLOCK, EMBEDD
                                     embedding_attrs, roi_mean_features, write_embedding, write_embedding_stage)
 from aecfe.store.readers import STAGES, load_features, read_features
 from aecfe.store.roi import FALLBACK_REASON, RoiStageReport, write_roi_stage
+from aecfe.store.runs import (create_run_store, extraction_report, format_report, open_existing_store,
+                              open_or_create_store, report_path, store_report, write_report)
 
 _TRAINING = ("BYTES_PER_CELL", "StoreCells", "domain_ids", "load_training_cells")
 
@@ -35,6 +38,8 @@ def __getattr__(name: str):
 __all__ = ["BASELINE_EMBEDDINGS", "CELL_FRAME_COLUMNS", "EMBEDDING_BLOCK", "EMBEDDING_KINDS", "FALLBACK_REASON",
            "FORMAT_NAME", "IMAGE_FRAME_COLUMNS", "IMAGE_STATUSES", "MISSING_LABEL", "RAW_PIXEL_SIDE", "RETRIED",
            "SCHEMA_VERSION", "STAGES", "CellStore", "EmbeddingStage", "RoiStageReport", "StoreLayout",
-           "VerifyReport", "autoencoder_stage", "baseline_stage", "block_average", "cnn_stage", "embedding_attrs",
-           "load_features", "merge_stores", "model_identity", "read_features", "roi_mean_features", "sha256_file",
-           "verify_store", "write_embedding", "write_embedding_stage", "write_roi_stage", *_TRAINING]
+           "VerifyReport", "autoencoder_stage", "baseline_stage", "block_average", "cnn_stage", "create_run_store",
+           "embedding_attrs", "extraction_report", "format_report", "load_features", "merge_stores", "model_identity",
+           "open_existing_store", "open_or_create_store", "read_features", "report_path", "roi_mean_features",
+           "sha256_file", "store_report", "verify_store", "write_embedding", "write_embedding_stage", "write_report",
+           "write_roi_stage", *_TRAINING]
