@@ -1,10 +1,11 @@
 """Train an AE-CFE autoencoder on a cell store and write its codes back: the job behind ``train_autoencoder``,
 the demo and the comparison.
 
-:func:`train_on_store` loads the training cells (:func:`aecfe.training_cells.load_training_cells`: in memory or
-streamed), trains (:class:`extractors.trainer.AutoencoderTrainer`, data parallel under ``torchrun``), saves the
+:func:`train_on_store` loads the training cells (:func:`aecfe.store.training_cells.load_training_cells`: in memory
+or streamed), trains (:class:`extractors.trainer.AutoencoderTrainer`, data parallel under ``torchrun``), saves the
 checkpoint and the learning-curve PNG, and, given ``embedding``, writes every cell's code into the store through
-the pipeline's resumable embedding stage (:func:`aecfe.pipeline.autoencoder_stage`).
+the store's one resumable embedding writer (:func:`aecfe.store.embeddings.autoencoder_stage`,
+:func:`~aecfe.store.embeddings.write_embedding`: the attribute schema of every embedding).
 """
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ from typing import Sequence
 
 import torch
 
-from aecfe.pipeline import autoencoder_stage, write_embedding_stage
 from aecfe.plots import plot_learning_curves
-from aecfe.store import CellStore
-from aecfe.training_cells import StoreCells, load_training_cells
+from aecfe.store import autoencoder_stage, write_embedding
+from aecfe.store.training_cells import StoreCells, load_training_cells
 from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig
 from extractors.trainer import AutoencoderTrainer, TrainerConfig
 
@@ -70,7 +70,6 @@ def train_on_store(store_path: str | Path, out: str | Path, model_config: Autoen
     if embedding:
         stage = autoencoder_stage(checkpoint, embedding, batch_size=encode_batch,
                                   extra_attrs={"domain_ids": domain_names})
-        with CellStore.open(store_path, "a") as store:  # an embedding of another model is refused by name
-            write_embedding_stage(store, stage, progress=trainer_config.progress)
+        write_embedding(store_path, stage, progress=trainer_config.progress)  # another model's is refused by name
         logger.info("wrote embedding %r into %s", embedding, store_path)
     return checkpoint

@@ -52,7 +52,7 @@ import pandas as pd
 from aecfe import __version__
 from aecfe.errors import InputError
 from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
-from aecfe.store import sha256_file
+from aecfe.identity import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def embedder_from_store(store, embedding: str, *, autoencoder_checkpoint: str | 
                    "model": featurizer.state_dict()}
         return EmbedderSpec("cnn", embedding, {"backbone": attrs["backbone"], "image_size": int(cnn_image_size)},
                             weights)
-    from aecfe.pipeline import BASELINE_EMBEDDINGS
+    from aecfe.store.embeddings import BASELINE_EMBEDDINGS
 
     if embedding in BASELINE_EMBEDDINGS:
         return EmbedderSpec("baseline", embedding, {})
@@ -286,7 +286,7 @@ class Bundle:
 
     def detector_identity(self) -> dict:
         """The detector's identity for a store's provenance (options and the weights file's SHA-256)."""
-        from aecfe.store import model_identity
+        from aecfe.identity import model_identity
 
         pre = self.preprocessing
         config = {"backend": "torchvision", "backbone": pre["backbone"], "min_size": pre["min_size"],
@@ -305,7 +305,7 @@ class Bundle:
 
     def embedding_stage(self, device: str = "cpu", batch_size: int = 256):
         """The :class:`aecfe.pipeline.EmbeddingStage` writing the bundle's embedding into a store."""
-        from aecfe.pipeline import autoencoder_stage, baseline_stage
+        from aecfe.store.embeddings import autoencoder_stage, baseline_stage
 
         embedder = self.description["embedder"]
         if embedder["kind"] == "autoencoder":
@@ -318,7 +318,7 @@ class Bundle:
         import torch
 
         from aecfe.checkpoints import read_checkpoint
-        from aecfe.pipeline import EmbeddingStage
+        from aecfe.store.embeddings import EmbeddingStage
         from classifiers.dg.backbones import build_featurizer
         from extractors.cnn_features import cnn_features
 
@@ -343,7 +343,7 @@ class Bundle:
         Returns the store's cells frame (:meth:`aecfe.store.CellStore.cells`) plus ``p_<class>`` columns (one
         per class, rows summing to 1), ``predicted`` and ``probability`` (the predicted class's).
         """
-        from aecfe.pipeline import write_embedding_stage
+        from aecfe.store.embeddings import write_embedding_stage
         from aecfe.store import CellStore
 
         with CellStore.open(store_path, "a") as store:

@@ -5,7 +5,7 @@
 head on every labelled cell and writes the bundle (:func:`aecfe.bundle.save_bundle`).
 
 Validation: every domain is split once (seed ``seed``) into 80 % training and 20 % test cells with
-:func:`aecfe.evaluation.domain_splits`, grouped by the image's content hash (:meth:`~aecfe.store.CellStore.cell_groups`)
+:func:`aecfe.splits.domain_splits`, grouped by the image's content hash (:meth:`~aecfe.store.CellStore.cell_groups`)
 so no image, and no byte-identical copy of it, lands on both sides; a head fitted on the union of the training
 parts is scored on the union of the test parts (overall and per domain, :mod:`aecfe.metrics`). These are
 in-store (in-distribution) scores: they say whether the head learned, not how it transfers to another lab.
@@ -26,9 +26,10 @@ import pandas as pd
 
 from aecfe.bundle import embedder_from_store, save_bundle
 from aecfe.errors import InputError
-from aecfe.evaluation import domain_splits
+from aecfe.splits import domain_splits
 from aecfe.metrics import METRICS, classification_scores, per_class_report
-from aecfe.store import CellStore, MISSING_LABEL, sha256_file
+from aecfe.identity import sha256_file
+from aecfe.store import CellStore, MISSING_LABEL
 from aecfe.taxonomy import CANONICAL, relabel
 
 logger = logging.getLogger(__name__)

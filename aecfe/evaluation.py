@@ -1,6 +1,6 @@
 """Cross-domain evaluation of a classifier on (X, y, domains): the AE-CFE matrix and leave-one-domain-out.
 
-Splits (:func:`domain_splits`). Every domain is split once per seed into a training part (80 %) and a test
+Splits (:func:`aecfe.splits.domain_splits`). Every domain is split once per seed into a training part (80 %) and a test
 part (20 %), stratified by class when every class has >= 2 samples and both parts can hold every class, and
 otherwise unstratified (the reason is logged and kept in :attr:`CrossDomainResult.splits`). The split of a
 domain depends only on (seed, domain name, that domain's labels), not on the other domains, so the deep DG
@@ -52,18 +52,16 @@ import dataclasses
 import logging
 import math
 import time
-import zlib
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from aecfe.errors import InputError
 from aecfe.metrics import METRICS, classification_scores, confusion, per_class_report
+from aecfe.splits import domain_splits
 
 logger = logging.getLogger(__name__)
 
@@ -81,77 +79,6 @@ IN_DOMAIN_ROW = "same domain"
 """Row label of :meth:`CrossDomainResult.in_domain_summary`."""
 
 
-@dataclasses.dataclass(frozen=True)
-class DomainSplit:
-    """One domain's split: global sample indices (sorted int64) of its training and test parts."""
-
-    domain: str
-    train: np.ndarray
-    test: np.ndarray
-    stratified: bool
-    reason: str = ""
-    """Why the split is not stratified ("" when it is)."""
-
-
-def domain_seed(seed: int, domain: str) -> int:
-    """The ``random_state`` of ``domain``'s split under ``seed``: a hash of both, stable across runs and
-    independent of which other domains are present."""
-    return int(np.random.SeedSequence([int(seed), zlib.crc32(str(domain).encode("utf-8"))]).generate_state(1)[0])
-
-
-def domain_splits(y, domains, seed: int, test_size: float = 0.2, groups=None) -> dict[str, DomainSplit]:
-    """Split each domain into training and test parts (``test_size`` of it, at least one sample, in test).
-
-    Args:
-        y: (N,) labels. domains: (N,) domain names.
-        seed: split seed; each domain uses :func:`domain_seed` (seed, domain).
-        test_size: fraction in (0, 1) of each domain put in its test part.
-        groups: optional (N,) group keys; the samples of a group go to the same part (module docstring).
-            The split is made over each domain's groups (in order of first appearance, stratified by the
-            label of each group's first sample), so ``test_size`` is a fraction of groups.
-
-    Returns:
-        ``{domain: DomainSplit}`` in sorted domain order. A domain with a single sample (group) has no
-        test part.
-    """
-    y, domains = np.asarray(y), np.asarray(domains)
-    if not 0 < test_size < 1:
-        raise InputError(f"test_size must be in (0, 1), got {test_size}")
-    if len(y) != len(domains) or (groups is not None and len(groups) != len(y)):
-        raise InputError(f"y has {len(y)} samples but domains has {len(domains)}"
-                         + ("" if groups is None else f" and groups {len(groups)}"))
-    groups = None if groups is None else np.asarray(groups)
-    splits = {}
-    for domain in np.unique(domains):
-        indices = np.flatnonzero(domains == domain)
-        units, members = _group_units(indices, None if groups is None else groups[indices])
-        reason = _unstratified_reason(y[units], test_size)
-        if len(units) < 2:
-            train, test = units, units[:0]
-        else:
-            train, test = train_test_split(units, test_size=test_size, random_state=domain_seed(seed, domain),
-                                           stratify=None if reason else y[units])
-        if reason:
-            logger.warning("domain %r (seed %d): unstratified split: %s", domain, seed, reason)
-        train, test = members(train), members(test)
-        splits[str(domain)] = DomainSplit(str(domain), np.sort(train), np.sort(test), not reason, reason)
-    return splits
-
-
-def _group_units(indices: np.ndarray, keys: np.ndarray | None) -> tuple[np.ndarray, Callable]:
-    """(one representative sample per group, in order of first appearance; a function mapping chosen
-    representatives to every sample of their groups). Without keys every sample is its own group."""
-    if keys is None:
-        return indices, lambda chosen: chosen
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    representative_of = indices[first][inverse]  # per sample, its group's representative
-
-    def members(chosen: np.ndarray) -> np.ndarray:
-        return indices[np.isin(representative_of, chosen)]
-
-    return indices[np.sort(first)], members
-
-
 def groups_across_domains(groups, domains) -> dict:
     """``{"groups": k, "samples": n}``: groups whose samples lie in more than one domain (byte-identical
     copies of an image in several domains), and how many samples they hold."""
@@ -159,21 +86,6 @@ def groups_across_domains(groups, domains) -> dict:
     spread = frame.groupby("group")["domain"].nunique()
     crossing = spread.index[spread > 1]
     return {"groups": int(len(crossing)), "samples": int(frame["group"].isin(crossing).sum())}
-
-
-def _unstratified_reason(labels: np.ndarray, test_size: float) -> str:
-    """Why a stratified split of one domain's ``labels`` is impossible, or "" when it is possible."""
-    n = len(labels)
-    if n < 2:
-        return f"{n} sample(s): no test part"
-    counts = Counter(labels.tolist())
-    rarest, n_rarest = min(counts.items(), key=lambda item: (item[1], str(item[0])))
-    if n_rarest < 2:
-        return f"class {rarest!r} has {n_rarest} sample"
-    n_test = math.ceil(test_size * n)
-    if min(n_test, n - n_test) < len(counts):
-        return f"a {n_test}/{n - n_test} test/train split cannot hold all {len(counts)} classes"
-    return ""
 
 
 @dataclasses.dataclass

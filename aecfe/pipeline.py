@@ -1,25 +1,26 @@
 """Feature extraction as a resumable pipeline: images -> detector -> RoI features and crops -> embeddings.
 
-Everything lands in one HDF5 cell store (:mod:`aecfe.store`), stage by stage, each stage cached:
+The orchestration only: every write goes through the store boundary (:mod:`aecfe.store`: the roi stage
+writer, the embedding stages). Everything lands in one HDF5 cell store, stage by stage, each stage cached:
 
 1. **inputs** (:func:`gather_images`): class folders (``root/<domain>/<class>/<image>`` or one domain's
    ``root/<class>/<image>``), COCO files (whole fields) and plain lists of files, as
    :class:`ExtractionImage` (path, domain, canonical label or None). Images the scan rejects (empty files,
    labels the class map drops) are counted in a :class:`~aecfe.io.SkipCounter`, never silently dropped.
    :func:`shard_images` takes shard ``i`` of ``n`` of that list (round robin over the sorted list).
-2. **roi stage** (``detectors.roi_stage.write_roi_stage``): per image the detector's boxes, scores, mask
+2. **roi stage** (:func:`aecfe.store.roi.write_roi_stage`): per image the detector's boxes, scores, mask
    areas, RoI features (256x14x14) and crops (3x128x128); images already in the store are skipped, so a
    re-run, or a run after ``kill -9``, continues where the last commit stopped. Unreadable images are
    stored with status ``"error"`` and images without a cell with status ``"undetected"`` (with reasons).
-3. **embedding stages** (:func:`write_embedding_stage`): per embedding name, rows are computed block by
+3. **embedding stages** (:func:`aecfe.store.embeddings.write_embedding_stage`): per embedding name, rows are computed block by
    block from the store's committed cells and committed with ``rows_done``; a re-run starts at
    :meth:`~aecfe.store.CellStore.embedding_progress`. Embeddings: the autoencoder's code
-   (:func:`autoencoder_stage`), and the baselines ``rcnn_roi`` (RoI features averaged over the 14x14
+   (:func:`aecfe.store.embeddings.autoencoder_stage`), and the baselines ``rcnn_roi`` (RoI features averaged over the 14x14
    grid: 256-d, the R-CNN-RF baseline of METHODS §1.8) and ``raw_pixels`` (the crop block-averaged to
    ``side`` x ``side`` RGB in [0, 1]).
-4. **report** (:func:`extraction_report`): images read, cells found, images skipped and why, per domain,
+4. **report** (:func:`aecfe.store.runs.extraction_report`): images read, cells found, images skipped and why, per domain,
    from the store itself (so it is right after any number of resumed runs), plus the scan's skips; written
-   as JSON next to the store (:func:`report_path`) and logged.
+   as JSON next to the store (:func:`aecfe.store.runs.report_path`) and logged.
 """
 from __future__ import annotations
 
@@ -33,22 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-import numpy as np
-from tqdm import tqdm
-
 from aecfe.atomic import write_text_atomic
-from aecfe.errors import InputError, StoreError
+from aecfe.errors import InputError
+from aecfe.identity import detector_identity
 from aecfe.io import (ImageRecord, SkipCounter, duplicate_summary, find_duplicates, hash_images, identity_path,
                       load_coco, log_duplicates, scan_class_folders, scan_domains)
-from aecfe.store import CellStore
-from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
+from aecfe.store import (EMBEDDING_BLOCK, EmbeddingStage, create_run_store, extraction_report, format_report,
+                         merge_stores, open_existing_store, report_path, store_report, write_embedding_stage,
+                         write_report, write_roi_stage)
 
 logger = logging.getLogger(__name__)
-
-EMBEDDING_BLOCK = 1024
-"""Cells read, embedded and committed at a time by :func:`write_embedding_stage`."""
-BASELINE_EMBEDDINGS = ("rcnn_roi", "raw_pixels")
-RAW_PIXEL_SIDE = 8
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -238,208 +233,66 @@ def shard_images(images: Sequence[ExtractionImage], shard: tuple[int, int] | Non
     return ordered[i::n]
 
 
-# ---------------------------------------------------------------------------------------------- embeddings
-def roi_mean_features(roi: np.ndarray) -> np.ndarray:
-    """RoI features (N, C, H, W) -> (N, C) float32: the mean over the H x W grid (R-CNN-RF baseline)."""
-    roi = np.asarray(roi)
-    if roi.ndim != 4:
-        raise ValueError(f"RoI features must be (N, C, H, W), got shape {roi.shape}")
-    return roi.mean(axis=(2, 3), dtype=np.float32)
+def detector_factory(checkpoint: str | os.PathLike | None, backend: str = "torchvision",
+                     **options) -> tuple[Callable[[], object] | None, dict | None]:
+    """(a function building the detector, its identity for the store's provenance); (None, None) without a
+    checkpoint.
 
-
-def block_average(images: np.ndarray, side: int) -> np.ndarray:
-    """``(N, 3, S, S)`` uint8 -> ``(N, 3 * side * side)`` float32 in [0, 1], mean over ``S/side`` blocks."""
-    n, channels, height, width = images.shape
-    if height % side or width % side:
-        raise ValueError(f"crop side {height}x{width} is not a multiple of {side}")
-    blocks = images.reshape(n, channels, side, height // side, side, width // side)
-    return (blocks.mean(axis=(3, 5), dtype=np.float32) / 255.0).reshape(n, -1)
-
-
-@dataclass(frozen=True)
-class EmbeddingStage:
-    """One named embedding: ``compute(store, rows: slice) -> (k, D) array`` for the cells ``rows``, and the
-    ``attrs`` recorded with it (its identity: a resumed run must bring the same)."""
-
-    name: str
-    compute: Callable[[CellStore, slice], np.ndarray]
-    attrs: Mapping
-
-
-def baseline_stage(name: str, pixel_side: int = RAW_PIXEL_SIDE) -> EmbeddingStage:
-    """``"rcnn_roi"`` (needs the roi stage) or ``"raw_pixels"`` (needs crops) as an :class:`EmbeddingStage`."""
-    if name == "rcnn_roi":
-        return EmbeddingStage(name, lambda store, rows: roi_mean_features(store.roi(rows)),
-                              {"features": "RoI features averaged over the 14x14 grid (R-CNN-RF baseline)"})
-    if name == "raw_pixels":
-        return EmbeddingStage(name, lambda store, rows: block_average(store.crops(rows), pixel_side),
-                              {"features": f"crop block-averaged to {pixel_side}x{pixel_side} RGB in [0, 1]"})
-    raise InputError(f"unknown baseline embedding {name!r}; choose from {BASELINE_EMBEDDINGS}")
-
-
-def autoencoder_stage(checkpoint: str | os.PathLike, name: str | None = None, batch_size: int = 256,
-                      device: str = "cpu", extra_attrs: Mapping | None = None) -> EmbeddingStage:
-    """The AE-CFE code z of every cell (from its RoI features) with the autoencoder of a trainer checkpoint.
-
-    ``name`` defaults to ``ae_<alignment>`` (e.g. ``ae_mmd``) from the checkpoint's trainer config.
-    The attrs record the model's identity (config and the checkpoint's sha256) and its trainer config, plus
-    ``extra_attrs`` (e.g. the domain ids of training).
+    ``options``: the detector options of :data:`aecfe.identity.DETECTOR_OPTIONS` (None: the checkpoint's own
+    value or ``make_detector``'s default). The identity (:func:`aecfe.identity.detector_identity`) is known
+    without building the model, so a re-run with nothing left to detect never loads it.
     """
-    import torch
+    if checkpoint is None:
+        return None, None
+    if not Path(checkpoint).is_file():
+        raise InputError(f"{checkpoint}: detector checkpoint not found")
+    identity = detector_identity(checkpoint, backend, **options)
 
-    from aecfe.store import model_identity
-    from extractors.trainer import encode_dataset, load_autoencoder, read_checkpoint
+    def build():
+        from detectors.base import make_detector
 
-    state = read_checkpoint(checkpoint)
-    model = load_autoencoder(checkpoint).to(torch.device(device))
-    name = name or f"ae_{state['trainer_config'].get('alignment', 'none')}"
-    attrs = {"autoencoder": model_identity(model.config.to_dict(), checkpoint),
-             "trainer": state["trainer_config"], **(extra_attrs or {})}
+        # unset sizes stay unset: make_detector keeps the ones the checkpoint was trained with
+        given = {key: value for key, value in options.items() if value is not None}
+        try:
+            return make_detector(backend, checkpoint=str(checkpoint), **given)
+        except ValueError as err:  # make_detector's checks of its options (InputError is one too)
+            raise InputError(f"{checkpoint}: cannot build the detector: {err}") from err
 
-    def encode(store: CellStore, rows: slice) -> np.ndarray:
-        return encode_dataset(model, store.roi(rows), batch_size)
-
-    return EmbeddingStage(name, encode, attrs)
-
-
-def write_embedding_stage(store: CellStore, stage: EmbeddingStage, block: int = EMBEDDING_BLOCK,
-                          progress: bool = True) -> int:
-    """Compute and commit ``stage`` for the store's cells not embedded yet; returns the rows written now.
-
-    Resumes at ``store.embedding_progress(stage.name)``; each block of ``block`` cells is committed on its
-    own, so a crash loses at most the block being written.
-    """
-    store.flush()
-    total, start = len(store), store.embedding_progress(stage.name)
-    if start >= total:
-        return 0
-    with tqdm(total=total, initial=start, desc=f"embedding {stage.name}", unit="cell", disable=not progress) as bar:
-        for first in range(start, total, block):
-            rows = slice(first, min(first + block, total))
-            store.write_embedding(stage.name, first, stage.compute(store, rows), attrs=stage.attrs)
-            bar.update(rows.stop - rows.start)
-    return total - start
+    return build, identity
 
 
-# ---------------------------------------------------------------------------------------------- report
-def report_path(store_path: str | os.PathLike) -> Path:
-    """Where the run report of a store goes: ``<store>.report.json`` beside it."""
-    store_path = Path(store_path)
-    return store_path.with_name(store_path.name + ".report.json")
+def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
+    """Merge shard stores into ``out`` (:func:`aecfe.store.merge_stores`) and write the merged store's report
+    (the scan's skips taken from the first shard report found: every shard saw the same scan)."""
+    merge_stores(shards, out)
+    scan_skipped = {}
+    for path in (report_path(shard) for shard in shards):
+        if path.is_file():
+            scan_skipped = json.loads(path.read_text(encoding="utf-8")).get("scan_skipped", {})
+            break
+    report = store_report(out, merged_from=[str(s) for s in shards])
+    report["scan_skipped"] = scan_skipped
+    write_report(report, out)
+    return report
 
 
-def extraction_report(store: CellStore, scan_skips: SkipCounter | None = None, **extra) -> dict:
-    """The run report, from the store's committed content (right after any number of resumed runs).
-
-    ``{"store", "totals": {...}, "domains": {domain: {...}}, "scan_skipped": {reason: n}, "embeddings":
-    {name: rows_done}, **extra}`` where each count block holds ``images`` (read into the store), ``ok``,
-    ``undetected``, ``error``, ``cells``, ``skipped_reasons`` ({reason: n} over undetected and error
-    images) and ``kept_with_note`` ({reason: n} over images with cells and a note, e.g. the centred
-    fallback box of a single-cell image without a detection). ``duplicates``: the groups of byte-identical
-    images in the store (same ``content_sha1`` under several names or domains,
-    :func:`aecfe.io.duplicate_summary`), also logged.
-    """
-    images = store.images()
-    domains = {}
-    for domain, group in images.groupby("domain", sort=True):
-        domains[str(domain)] = _counts(group)
-    groups = find_duplicates(zip(images["image_path"], images["domain"], images["content_sha1"].fillna("")))
-    log_duplicates(groups)
-    return {
-        "store": str(store.path),
-        "totals": _counts(images),
-        "domains": domains,
-        "scan_skipped": dict(sorted(scan_skips.skipped.items())) if scan_skips else {},
-        "scan_skip_examples": dict(scan_skips.examples) if scan_skips else {},
-        "embeddings": {name: store.embedding_progress(name) for name in store.embedding_names()},
-        "duplicates": duplicate_summary(groups),
-        **extra,
-    }
+def write_duplicate_report(listing: ImageList, out: str | os.PathLike | None = None) -> dict:
+    """:func:`duplicate_report` of ``listing``, written as JSON to ``out`` when given (atomically)."""
+    report = duplicate_report(listing)
+    if out is not None:
+        write_text_atomic(out, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
 
 
-def _counts(images) -> dict:
-    status = images["status"].value_counts()
-    skipped = images[images["status"] != "ok"]
-    reasons = (skipped["status"] + ": " + skipped["reason"]).value_counts()
-    noted = images.loc[(images["status"] == "ok") & (images["reason"] != ""), "reason"].value_counts()
-    return {"images": int(len(images)), "ok": int(status.get("ok", 0)),
-            "undetected": int(status.get("undetected", 0)), "error": int(status.get("error", 0)),
-            "cells": int(images["n_cells"].sum()),
-            "skipped_reasons": {str(k): int(v) for k, v in sorted(reasons.items())},
-            "kept_with_note": {str(k): int(v) for k, v in sorted(noted.items())}}
-
-
-def format_report(report: Mapping) -> str:
-    """A few lines for the log: totals, then one line per domain, then the scan's skips."""
-    def line(name: str, counts: Mapping) -> str:
-        text = (f"{name}: {counts['images']} images read, {counts['cells']} cells, {counts['ok']} with cells, "
-                f"{counts['undetected']} undetected, {counts['error']} errors")
-        notes = {**counts["skipped_reasons"], **counts["kept_with_note"]}
-        if notes:
-            text += " (" + ", ".join(f"{n} {reason}" for reason, n in notes.items()) + ")"
-        return text
-
-    lines = [line("all domains", report["totals"])]
-    lines += [line(f"  {domain}", counts) for domain, counts in report["domains"].items()]
-    if report.get("scan_skipped"):
-        lines.append("left out by the input scan: " + ", ".join(f"{n} {reason}"
-                                                                for reason, n in report["scan_skipped"].items()))
-    if report.get("embeddings"):
-        lines.append("embeddings (rows done): " + ", ".join(f"{k} {v}" for k, v in report["embeddings"].items()))
-    duplicates = report.get("duplicates") or {}
-    if duplicates.get("groups"):
-        lines.append(f"byte-identical images: {duplicates['groups']} groups ({duplicates['images']} images, "
-                     f"{duplicates['cross_domain_groups']} groups across domains)")
-    return "\n".join(lines)
-
-
-def write_report(report: Mapping, store_path: str | os.PathLike) -> Path:
-    """Write ``report`` as JSON to :func:`report_path` (atomically) and log its summary."""
-    path = report_path(store_path)
-    write_text_atomic(path, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-    logger.info("extraction report %s\n%s", path, format_report(report))
-    return path
+def format_duplicates(report: Mapping) -> str:
+    """One line summarising a :func:`duplicate_report`."""
+    found = report["duplicates"]
+    return (f"{report['hashed']} of {report['images']} images hashed: {found['groups']} groups of byte-identical "
+            f"images ({found['images']} images, {found['extra_copies']} extra copies); "
+            f"{found['cross_domain_groups']} groups ({found['cross_domain_images']} images) across domains")
 
 
 # ---------------------------------------------------------------------------------------------- the whole run
-def open_or_create_store(store_path: str | os.PathLike, provenance: Mapping, *, keep_roi: bool = True,
-                         keep_crops: bool = True, chunk_cells: int = 256) -> CellStore:
-    """Reopen ``store_path`` to resume (its provenance must equal ``provenance`` apart from ``"shard"``
-    being the same too), or create it with the RoI and crop stages asked for (see :func:`open_existing_store`)."""
-    store = open_existing_store(store_path, provenance)
-    if store is not None:
-        return store
-    return CellStore.create(store_path, roi_shape=ROI_SHAPE if keep_roi else None,
-                            crop_shape=CROP_SHAPE if keep_crops else None, provenance=provenance,
-                            chunk_cells=chunk_cells)
-
-
-def open_existing_store(store_path: str | os.PathLike, provenance: Mapping) -> CellStore | None:
-    """The store at ``store_path`` opened to resume, or None when there is nothing to resume.
-
-    A store holding no image and no embedding, left by a run that failed before its first commit, is
-    removed (logged) when its provenance differs, so that the corrected run is not refused; a store with
-    content and another provenance raises :class:`StoreError`.
-    """
-    store_path = Path(store_path)
-    if not store_path.exists():
-        return None
-    store = CellStore.open(store_path, "a")
-    found = store.provenance
-    if json.loads(json.dumps(dict(provenance))) == found:
-        return store
-    empty = store.n_images == 0 and not store.embedding_names()
-    store.close()
-    if empty:
-        logger.warning("%s: removing the empty store of a run that failed before writing anything (provenance "
-                       "%s); this run writes it anew", store_path, json.dumps(found, sort_keys=True))
-        store_path.unlink()
-        return None
-    raise StoreError(f"{store_path}: was written by another run (provenance {json.dumps(found, sort_keys=True)}, "
-                     f"this run {json.dumps(dict(provenance), sort_keys=True, default=str)}); "
-                     "resume with the same detector and shard, or write a new store")
-
-
 def _positive(**values: int) -> None:
     for name, value in values.items():
         if not isinstance(value, int) or value < 1:
@@ -466,7 +319,7 @@ def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
             its training / by ``raw_pixels`` and autoencoder training).
         batch_size: images per detector call; chunk_cells: cells per store commit; embedding_block: cells
             per embedding commit (each >= 1).
-        roi_stage_options: further keyword arguments of ``detectors.roi_stage.write_roi_stage``.
+        roi_stage_options: further keyword arguments of :func:`aecfe.store.roi.write_roi_stage`.
         retry_errors: images the store holds with status "error" go through the roi stage again (their
             error rows become status "retried"); by default they count as done.
 
@@ -486,8 +339,7 @@ def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
     if store is None:
         if images:
             detector = _build_detector(detector_factory, store_path, len(images))
-        store = CellStore.create(store_path, roi_shape=ROI_SHAPE if keep_roi else None,
-                                 crop_shape=CROP_SHAPE if keep_crops else None, provenance=provenance,
+        store = create_run_store(store_path, provenance, keep_roi=keep_roi, keep_crops=keep_crops,
                                  chunk_cells=chunk_cells)
     with store:
         done = store.processed_images(include_errors=not retry_errors)
@@ -497,8 +349,6 @@ def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
                     " (errors retried)" if retry_errors else "")
         roi_report = None
         if todo:
-            from detectors.roi_stage import write_roi_stage
-
             detector = detector or _build_detector(detector_factory, store_path, len(todo))
             for single_cell in (True, False):
                 group = [image for image in todo if image.single_cell == single_cell]

@@ -36,7 +36,7 @@ from aecfe.errors import InputError
 from aecfe.io import IMAGE_EXTENSIONS, identity_path
 from aecfe.pipeline import ExtractionImage, ImageList, gather_images, run_extraction
 from aecfe.taxonomy import CANONICAL, load_taxonomy
-from detectors.roi_stage import FALLBACK_REASON
+from aecfe.store.roi import FALLBACK_REASON
 
 logger = logging.getLogger(__name__)
 

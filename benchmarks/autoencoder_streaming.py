@@ -6,7 +6,7 @@ Usage::
 
 For each size a synthetic store (random RoI features and crops, three domains) is written once under ``--dir``;
 then, each in a fresh process, ``--steps`` training steps of the default recipe's cheap path (batch 64) run with
-the cells streamed from the store (:class:`aecfe.training_cells.StoreCells`) and, up to ``--memory-max-cells``,
+the cells streamed from the store (:class:`aecfe.store.training_cells.StoreCells`) and, up to ``--memory-max-cells``,
 loaded into memory (:class:`extractors.trainer.RoiCropDataset`). Printed: peak resident memory (MB) and seconds
 per step of each, side by side.
 """
@@ -48,7 +48,7 @@ def write_store(path: Path, n: int, seed: int = 0) -> Path:
 
 def measure(store: str, stream: bool, steps: int) -> dict:
     """Peak RSS and seconds per step of ``steps`` cheap-path steps (meant to run in its own process)."""
-    from aecfe.training_cells import load_training_cells
+    from aecfe.store.training_cells import load_training_cells
     from extractors.autoencoder import AECFEAutoencoder
     from extractors.recipes import recipe_configs
     from extractors.trainer import AutoencoderTrainer, DomainBatchSampler

@@ -47,7 +47,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
 
 from aecfe.checkpoints import load_weights_only, read_checkpoint  # noqa: E402
 from aecfe.errors import InputError  # noqa: E402
-from aecfe.store import sha256_file  # noqa: E402
+from aecfe.identity import file_tag  # noqa: E402
 from detectors.base import DetectorBackend, RawDetections  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _weights_name(kind: str, value: Any) -> str | None:
     if kind == "none":
         return None
     if kind == "file":
-        return f"file:{value.name}:sha256={sha256_file(value)}"
+        return file_tag("file", value)
     return f"{type(value).__name__}.{value.name}"
 
 
@@ -228,7 +228,7 @@ class TorchvisionBackend(DetectorBackend):
             arch["maskrcnn_options"] = {**arch.get("maskrcnn_options", {}), **options}
             model = model_from_arch(arch)
             model.load_state_dict(saved["model"])
-            source = f"checkpoint:{Path(checkpoint).name}:sha256={sha256_file(checkpoint)}"
+            source = file_tag("checkpoint", checkpoint)
         else:
             model, arch = build_maskrcnn(backbone, num_classes=num_classes, weights=weights,
                                          min_size=min_size or 512, max_size=max_size or 853, **options)

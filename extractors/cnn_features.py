@@ -3,18 +3,14 @@
 ``crop (3, 128, 128) uint8 -> [0, 1] -> resize to image_size -> featurizer (ImageNet normalisation inside)
 -> (D,)``, D = 1280 for MobileNetV2, 512 for ResNet-18 (:func:`classifiers.dg.backbones.build_featurizer`).
 With ImageNet weights this is the thesis's ResNet-RF; with ``weights=None`` the features of a randomly
-initialised network (a from-scratch baseline that needs no download).
+initialised network (a from-scratch baseline that needs no download). The store stage that writes them is
+:func:`aecfe.store.embeddings.cnn_stage`.
 """
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from aecfe.pipeline import EmbeddingStage
-from aecfe.store import CellStore
 
 
 @torch.inference_mode()
@@ -31,18 +27,3 @@ def cnn_features(featurizer: torch.nn.Module, crops: np.ndarray, image_size: int
         out.append(featurizer(x).float().numpy())
     width = getattr(featurizer, "n_outputs", 0)
     return np.concatenate(out) if out else np.zeros((0, width), np.float32)
-
-
-def cnn_stage(backbone: str = "mobilenet_v2", weights: Any = None, image_size: int = 128, batch_size: int = 64,
-              name: str = "cnn") -> EmbeddingStage:
-    """The CNN embedding of the store's crops as an :class:`~aecfe.pipeline.EmbeddingStage` (resumable)."""
-    from classifiers.dg.backbones import build_featurizer, weights_name
-
-    featurizer = build_featurizer(backbone, weights, freeze_bn=True)
-    attrs = {"features": f"{backbone} global-pooled last conv map of the crop at {image_size} px",
-             "backbone": backbone, "weights": weights_name(weights)}
-
-    def compute(store: CellStore, rows: slice) -> np.ndarray:
-        return cnn_features(featurizer, store.crops(rows), image_size, batch_size)
-
-    return EmbeddingStage(name, compute, attrs)

@@ -4,7 +4,8 @@ Every alignment loss is an ``nn.Module`` called as ``loss(z, domains)`` with cod
 ids (B,) in [0, n_domains), and returns a scalar tensor. They are found by name with
 :func:`make_alignment_loss`: ``"mmd"`` (the reference's moment matching), ``"kmmd"`` (Gaussian-kernel MMD²),
 ``"nd"`` (alignment to N(0, I)), ``"adversarial"`` (ADDA-style discriminator), ``"coral"`` (Deep CORAL) and
-``"none"``.
+``"none"``. Each loss class carries the alignment weight β it is meant to run with (``default_beta``, read by
+:func:`default_beta`): 1 for the adversarial loss (METHODS §8.7), 5 for the others (the reference code's).
 
 Pairing (the pairwise losses "mmd", "kmmd", "coral"): ``pairing="source"`` (reference) sums the loss over the pairs
 (source, t) for every other domain t present in the batch; ``pairing="all"`` sums over every unordered pair of
@@ -71,8 +72,15 @@ def moment_matching_distance(z_a: Tensor, z_b: Tensor) -> Tensor:
     return loss
 
 
+DEFAULT_BETA = 5.0
+"""The alignment weight β of a loss that documents no other (the reference code's β = 5)."""
+
+
 class _PairwiseAlignment(nn.Module):
     """Sum of ``pair_loss(z_a, z_b)`` over the domain pairs chosen by ``pairing`` (see the module docstring)."""
+
+    default_beta = DEFAULT_BETA
+    """The alignment weight β of the moment and kernel losses (mmd, kmmd, coral): the reference code's 5."""
 
     def __init__(self, pairing: str = "source", source_domain: int = 0):
         super().__init__()
@@ -227,6 +235,8 @@ class NormalAlignmentLoss(nn.Module):
         tensor(True)
     """
 
+    default_beta = DEFAULT_BETA
+
     def __init__(self, reference: str = "analytic", seed: int = 0):
         super().__init__()
         if reference not in ("analytic", "sampled"):
@@ -271,7 +281,7 @@ class AdversarialAlignment(nn.Module):
         L_G = mean over non-source samples i of −log softmax(D(z_i))[source]      (0 if there are none)
         L_D = mean over all samples i of −log softmax(D(z_i))[domain_i]
 
-    §8.7 weights L_G by 1 relative to reconstruction (pass beta=1 to :class:`AECFELoss`); hidden width 128.
+    §8.7 weights L_G by 1 relative to reconstruction: ``default_beta`` = 1 (:func:`default_beta`); hidden width 128.
     The discriminator's optimizer state is saved with the module's state_dict (extra state).
 
     Example:
@@ -280,6 +290,9 @@ class AdversarialAlignment(nn.Module):
         >>> d_loss = adv.discriminator_step(z, domains)   # one Adam step of the discriminator
         >>> g_loss = adv.generator_loss(z, domains)       # add beta * g_loss to the autoencoder loss
     """
+
+    default_beta = 1.0
+    """METHODS §8.7: the generator term weighs as much as the reconstruction."""
 
     def __init__(self, bottleneck: int = 50, n_domains: int = 3, source_domain: int = 0, hidden: int = 128,
                  lr: float = 1e-3):
@@ -410,6 +423,8 @@ FEATURE_LOSSES = {"mse": nn.MSELoss, "fvu": UnexplainedVarianceLoss}
 class NoAlignment(nn.Module):
     """"none" (AE-RF): no alignment; returns 0·Σz."""
 
+    default_beta = DEFAULT_BETA
+
     def forward(self, z: Tensor, domains: Tensor) -> Tensor:
         return _zero(z)
 
@@ -422,6 +437,19 @@ ALIGNMENT_LOSSES: dict[str, type[nn.Module]] = {
     "coral": CORALLoss,
     "none": NoAlignment,
 }
+
+
+def default_beta(name: str) -> float:
+    """The alignment weight β that the alignment loss ``name`` documents (its class's ``default_beta``):
+    1 for ``adversarial`` (AAE-DA, METHODS §8.7), :data:`DEFAULT_BETA` = 5 for the others.
+
+    Example:
+        >>> default_beta("adversarial"), default_beta("mmd")
+        (1.0, 5.0)
+    """
+    if name not in ALIGNMENT_LOSSES:
+        raise InputError(f"unknown alignment loss {name!r}; expected one of {sorted(ALIGNMENT_LOSSES)}")
+    return float(ALIGNMENT_LOSSES[name].default_beta)
 
 
 STANDARDIZABLE = ("mmd", "kmmd", "nd", "coral")

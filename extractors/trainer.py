@@ -34,7 +34,6 @@ import ctypes
 import json
 import logging
 import math
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from aecfe import checkpoints
+from aecfe.distributed import world
 from aecfe.errors import InputError
 from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
 from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig, JsonConfig
@@ -262,25 +262,6 @@ def tune_cpu_allocator() -> bool:
         return False
 
 
-def init_distributed() -> tuple[int, int]:
-    """Join the process group that ``torchrun`` describes (env WORLD_SIZE > 1); returns (rank, world size).
-
-    Backend gloo on CPU, nccl when CUDA is available. Without torchrun this is (0, 1) and does nothing.
-    """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def reconstruction_grid(crops: Tensor, reconstructions: Tensor, columns: int = 4) -> np.ndarray:
     """RGB uint8 image (rows·H, columns·2W, 3) of (crop | reconstruction) pairs; crops uint8, recon. in [0, 1]."""
     pairs = torch.cat([crops.float() / 255, reconstructions.float().clamp(0, 1)], dim=3)  # (K, 3, H, 2W)
@@ -313,7 +294,7 @@ class AutoencoderTrainer:
         self.config = config or TrainerConfig()
         self.n_domains = n_domains
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.rank, self.world_size = _world()
+        self.rank, self.world_size = world()
         self.device = next(model.parameters()).device
         cfg = self.config
         with torch.random.fork_rng(devices=[]):

@@ -268,3 +268,15 @@ def test_unexplained_variance_is_one_for_the_mean_cell_and_zero_for_a_perfect_re
     assert float(loss(0.5 * h, 0.5 * h + 0.01)) == pytest.approx(float(loss(h, h + 0.02)), rel=1e-4)  # scale-free
     with pytest.raises(InputError, match="feature loss"):
         AECFELoss("none", feature_loss="l1")
+
+
+def test_each_alignment_loss_carries_its_default_beta():
+    """METHODS §8.7: the adversarial generator term is weighted 1; the moment and kernel losses 5 (reference)."""
+    from extractors.losses import DEFAULT_BETA, default_beta
+
+    assert default_beta("adversarial") == 1.0 == AdversarialAlignment.default_beta
+    assert {name: default_beta(name) for name in ("mmd", "kmmd", "nd", "coral")} == dict.fromkeys(
+        ("mmd", "kmmd", "nd", "coral"), DEFAULT_BETA) and DEFAULT_BETA == 5.0
+    assert set(ALIGNMENT_LOSSES) <= {name for name in ALIGNMENT_LOSSES if default_beta(name) >= 0}
+    with pytest.raises(InputError, match="unknown alignment"):
+        default_beta("xyz")

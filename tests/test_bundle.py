@@ -52,7 +52,7 @@ def workflow(tmp_path_factory):
 def test_train_classifier_writes_a_verified_bundle_and_validation(workflow):
     from aecfe import __version__
     from aecfe.bundle import load_bundle
-    from aecfe.store import sha256_file
+    from aecfe.identity import sha256_file
 
     bundle_dir = workflow["bundle"]
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
@@ -77,7 +77,7 @@ def test_train_classifier_writes_a_verified_bundle_and_validation(workflow):
 
 def test_predict_end_to_end_on_new_images(workflow, tmp_path):
     from aecfe.cli.predict import main as predict
-    from aecfe.pipeline import report_path
+    from aecfe.store.runs import report_path
 
     lab_c = workflow["images"] / "lab_c"
     unlabelled = tmp_path / "new_lab" / "slide1"
@@ -213,7 +213,7 @@ def test_bundle_with_a_cnn_or_baseline_embedder_reproduces_the_store(workflow, t
 
     from aecfe.bundle import load_bundle
     from aecfe.classifier_training import check_reproduces, train_classifier
-    from aecfe.pipeline import baseline_stage, write_embedding_stage
+    from aecfe.store.embeddings import baseline_stage, write_embedding_stage
     from aecfe.store import CellStore
 
     store = tmp_path / "cells.h5"
@@ -266,7 +266,7 @@ def test_images_without_a_cell_are_counted_and_reported(workflow, tmp_path):
 def test_a_loaded_bundle_gives_what_a_refit_needs(workflow, tmp_path):
     """aecfe-adapt's path: the bundle's weights-only files rebuild the embedding and make a new bundle."""
     from aecfe.bundle import embedder_from_store, load_bundle, save_bundle
-    from aecfe.pipeline import autoencoder_stage, write_embedding_stage
+    from aecfe.store.embeddings import autoencoder_stage, write_embedding_stage
     from aecfe.store import CellStore
 
     bundle = load_bundle(workflow["bundle"])

@@ -158,3 +158,18 @@ def test_the_no_target_autoencoder_trains_once_per_fold_without_the_held_out_dom
         assert evaluate[evaluate.index("--protocol") + 1:evaluate.index("--seeds")] == ("lodo",)
         assert str(tmp_path / "methods" / "AE-CFE-DG" / "folds" / lab) in evaluate
     assert "--exclude-domain" not in steps["ae_mmd.train"].command
+
+
+def test_each_autoencoder_variant_runs_with_its_alignments_default_beta(tmp_path):
+    """AAE-DA with β = 1 (METHODS §8.7), the moment losses with 5; a --beta in --ae-options wins (comes last)."""
+    steps = {step.name: step for step in build_steps(ComparisonConfig(out=tmp_path, methods=("AE-CFE", "AAE-DA"),
+                                                                      seeds=(0,)))}
+
+    def betas(command):
+        return [float(command[i + 1]) for i, word in enumerate(command) if word == "--beta"]
+
+    assert betas(steps["ae_adversarial.train"].command) == [1.0]
+    assert betas(steps["ae_mmd.train"].command) == [5.0]
+    overridden = build_steps(ComparisonConfig(out=tmp_path, methods=("AAE-DA",), seeds=(0,), ae_options=("--beta", "3")))
+    command = next(step for step in overridden if step.name == "ae_adversarial.train").command
+    assert betas(command)[-1] == 3.0

@@ -9,9 +9,9 @@ from PIL import Image
 
 from aecfe.errors import InputError
 from aecfe.io import load_coco, scan_class_folders
-from aecfe.store import CellStore
+from aecfe.store import CellStore, write_roi_stage
 from aecfe.synthetic import default_domains, make_fields, make_single_cell_images, write_coco
-from detectors import Detector, DetectorBackend, RawDetections, make_detector, write_roi_stage
+from detectors import Detector, DetectorBackend, RawDetections, make_detector
 from detectors.torchvision_backend import build_maskrcnn
 from torchvision.models.detection.transform import resize_boxes
 

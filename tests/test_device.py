@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from aecfe.device import resolve_device
+from aecfe.devices import resolve_device
 from aecfe.errors import InputError
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from aecfe.errors import InputError
-from aecfe.evaluation import domain_splits, evaluate_cross_domain
+from aecfe.evaluation import evaluate_cross_domain
+from aecfe.splits import domain_splits
 from classifiers.dg import DGClassifier, TrainConfig, few_shot_workflow, synthetic_dataset
 
 TINY = {"backbone": "tiny", "steps": 6, "checkpoint_every": 3, "batch_size": 4, "image_size": 24}

@@ -33,7 +33,7 @@ def test_cli_writes_a_resumable_embedding(tmp_path):
     with CellStore.open(path) as store:
         first = store.embedding("cnn")
         assert first.shape == (3, 32) and np.isfinite(first).all()
-        assert store.embedding_attrs("cnn")["backbone"] == "tiny"
+        assert store.embedding_attrs("cnn")["model"]["config"]["backbone"] == "tiny"
     assert main(argv) == 0  # nothing left to do: same rows
     with CellStore.open(path) as store:
         np.testing.assert_array_equal(store.embedding("cnn"), first)

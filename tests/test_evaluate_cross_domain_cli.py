@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aecfe.cli.evaluate_cross_domain import main, parse_head_params, run_evaluation
+from aecfe.cli.evaluate_cross_domain import main, parse_head_params
+from aecfe.reporting import run_evaluation
 from aecfe.taxonomy import relabel
 from aecfe.errors import InputError
 

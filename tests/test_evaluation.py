@@ -5,7 +5,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from aecfe.errors import InputError
-from aecfe.evaluation import COST_COLUMNS, domain_splits, evaluate_cross_domain
+from aecfe.evaluation import COST_COLUMNS, evaluate_cross_domain
+from aecfe.splits import domain_splits
 from aecfe.metrics import classification_scores, per_class_report
 
 CLASSES = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")

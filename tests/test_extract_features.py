@@ -18,10 +18,9 @@ import torch
 from PIL import Image
 
 from aecfe.errors import InputError, StoreError
-from aecfe.pipeline import (ExtractionImage, autoencoder_stage, baseline_stage, block_average, gather_images,
-                            parse_shard, read_file_list, report_path, roi_mean_features, run_extraction,
+from aecfe.pipeline import (ExtractionImage, gather_images, parse_shard, read_file_list, report_path, run_extraction,
                             shard_images)
-from aecfe.store import CellStore
+from aecfe.store import CellStore, autoencoder_stage, baseline_stage, block_average, roi_mean_features
 from aecfe.synthetic import default_domains, write_class_folders
 from fake_detector import fake_detector
 
@@ -158,7 +157,7 @@ def test_extraction_writes_every_stage_and_reports_skips(image_root, tmp_path, a
         X, y, domains = store.arrays("ae_mmd", labelled_only=True)
         assert X.shape == (18, 50) and np.isfinite(X).all() and set(domains) == {"lab_a", "lab_b", "lab_c"}
         assert store.embedding("rcnn_roi").shape == (18, 256) and store.embedding("raw_pixels").shape == (18, 192)
-        assert store.embedding_attrs("ae_mmd")["autoencoder"]["weights_sha256"]
+        assert store.embedding_attrs("ae_mmd")["model"]["weights_sha256"]
 
 
 def test_rerun_skips_done_work(image_root, tmp_path, autoencoder_checkpoint):
@@ -182,7 +181,7 @@ def test_rerun_skips_done_work(image_root, tmp_path, autoencoder_checkpoint):
 
 
 def test_shards_merged_equal_one_run(image_root, tmp_path, autoencoder_checkpoint):
-    from aecfe.cli.extract_features import merge
+    from aecfe.pipeline import merge_shards as merge
 
     stages = [baseline_stage("rcnn_roi"), autoencoder_stage(autoencoder_checkpoint)]
     extract(image_root, tmp_path / "all.h5", embeddings=stages)
@@ -201,7 +200,8 @@ KILLER = textwrap.dedent("""
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from aecfe.pipeline import autoencoder_stage, baseline_stage, gather_images, run_extraction
+    from aecfe.pipeline import gather_images, run_extraction
+    from aecfe.store import autoencoder_stage, baseline_stage
     from fake_detector import fake_detector
 
     image_root, store_path, checkpoint, kill_stage, kill_after = sys.argv[1:6]

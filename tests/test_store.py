@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import aecfe
-from aecfe import store as store_module
+from aecfe.store import core as store_module
 from aecfe.errors import InputError, StoreError
 from aecfe.store import (CELL_FRAME_COLUMNS, IMAGE_FRAME_COLUMNS, SCHEMA_VERSION, CellStore, StoreLayout,
                          merge_stores, model_identity)

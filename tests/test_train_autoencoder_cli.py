@@ -7,7 +7,7 @@ import torch
 
 from aecfe.cli import key_value
 from aecfe.cli.train_autoencoder import main
-from aecfe.training_cells import domain_ids
+from aecfe.store.training_cells import domain_ids
 from aecfe.errors import InputError
 from aecfe.store import CellStore
 from extractors.trainer import encode_dataset, load_autoencoder
@@ -43,7 +43,7 @@ def test_trains_saves_a_checkpoint_and_writes_the_embedding_back(tmp_path):
     assert np.allclose(codes, expected, atol=1e-5)
     assert attrs["domain_ids"] == ["labB", "labA"]
     assert attrs["trainer"]["alignment_options"] == {"unbiased": False}
-    assert attrs["autoencoder"]["config"]["bottleneck"] == 5 and len(attrs["autoencoder"]["weights_sha256"]) == 64
+    assert attrs["model"]["config"]["bottleneck"] == 5 and len(attrs["model"]["weights_sha256"]) == 64
 
 
 def test_max_cells_trains_on_a_subset_and_resume_continues(tmp_path):

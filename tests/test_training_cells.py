@@ -1,10 +1,10 @@
-"""Training cells from a store (aecfe/training_cells.py): in memory or streamed, same batches, same training."""
+"""Training cells from a store (aecfe/store/training_cells.py): in memory or streamed, same batches, same training."""
 import numpy as np
 import pytest
 import torch
 
 from aecfe.errors import InputError
-from aecfe.training_cells import StoreCells, load_training_cells
+from aecfe.store.training_cells import StoreCells, load_training_cells
 from extractors.autoencoder import AECFEAutoencoder, AutoencoderConfig
 from extractors.trainer import AutoencoderTrainer, RoiCropDataset, TrainerConfig
 from test_train_autoencoder_cli import make_store

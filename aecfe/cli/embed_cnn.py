@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 from aecfe.errors import AecfeError
-from aecfe.pipeline import write_embedding_stage
-from aecfe.store import CellStore
+from aecfe.store import cnn_stage, write_embedding
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,15 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from extractors.cnn_features import cnn_stage
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
     try:
         stage = cnn_stage(args.backbone, args.weights, args.image_size, args.batch_size, args.name)
-        with CellStore.open(args.store, mode="a") as store:
-            written = write_embedding_stage(store, stage, progress=not args.no_progress)
+        written = write_embedding(args.store, stage, progress=not args.no_progress)
     except AecfeError as error:
         logging.getLogger(__name__).error("%s", error)
         return 2

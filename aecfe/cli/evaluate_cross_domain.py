@@ -16,10 +16,8 @@ Cells are grouped by the content hash of their image (:meth:`aecfe.store.CellSto
 one image and byte-identical copies of it stay on one side of each domain's split, and copies across domains
 are counted in the report (:mod:`aecfe.evaluation`, "Groups"). ``--no-groups`` splits cell by cell.
 
-Written under ``--out``: per head ``<head>/`` with the tables of
-:meth:`aecfe.evaluation.CrossDomainResult.to_files` (CSV + ``report.md``) and
-``<head>/confusion/<protocol>_<variant>/<train>__<test>.png``; ``summary.md`` with the headline tables of
-every head; ``umap_by_domain.png`` and ``umap_by_class.png`` of the features.
+Written under ``--out`` by :func:`aecfe.reporting.run_evaluation`: per head ``<head>/`` (tables, confusion PNGs),
+``summary.md`` (headline tables of every head), ``umap_by_domain.png`` and ``umap_by_class.png``.
 """
 from __future__ import annotations
 
@@ -27,135 +25,18 @@ import argparse
 import logging
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from aecfe.cli import open_fraction
 from aecfe.errors import AecfeError, InputError
-from aecfe.evaluation import PROTOCOLS, VARIANTS, CrossDomainResult, evaluate_cross_domain
+from aecfe.evaluation import PROTOCOLS, VARIANTS
+from aecfe.reporting import run_evaluation
+from aecfe.store import STAGES, read_features
 from aecfe.taxonomy import relabel
 
 logger = logging.getLogger(__name__)
-
-STAGES = ("roi", "crops")
-"""``--features`` values that name the store's per-cell stages instead of an embedding."""
-
-
-def load_features(store, features: str | None, *, with_groups: bool = False) -> tuple[np.ndarray, ...]:
-    """``(X (N, D) float32, y (N,) object, domains (N,) str)`` of the labelled cells of an open store, and
-    with ``with_groups`` also ``groups`` (N,): each cell's :meth:`~aecfe.store.CellStore.cell_groups` key.
-
-    ``features``: an embedding name, ``"roi"`` / ``"crops"`` (flattened), or None for the store's only
-    embedding. Cells whose label is missing are left out (logged).
-    """
-    cells = store.cells()
-    labels = cells["label"].astype(object).where(cells["label"].notna(), None).to_numpy()
-    labelled = np.flatnonzero([label is not None and label != "" for label in labels])
-    if len(labelled) < len(cells):
-        logger.info("%s: %d of %d cells have no label and are left out", store.path, len(cells) - len(labelled),
-                    len(cells))
-    if len(labelled) == 0:
-        raise InputError(f"{store.path}: no labelled cells to evaluate")
-    if features is None:
-        names = store.embedding_names()
-        if len(names) != 1:
-            raise InputError(f"{store.path}: choose the features with --features: embeddings {names} or "
-                             f"{' / '.join(STAGES)}")
-        features = names[0]
-    if features == "roi":
-        X = store.roi(labelled)
-    elif features == "crops":
-        X = store.crops(labelled)
-    else:
-        X = store.embedding(features, labelled)
-    X = np.asarray(X, dtype=np.float32).reshape(len(labelled), -1)
-    logger.info("%s: features %r, %d labelled cells x %d dims (%.1f MB)", store.path, features, X.shape[0],
-                X.shape[1], X.nbytes / 2**20)
-    loaded = X, labels[labelled], cells["domain"].to_numpy(dtype=str)[labelled]
-    return (*loaded, store.cell_groups()[labelled]) if with_groups else loaded
-
-
-def run_evaluation(X, y, domains, out_dir: str | Path, heads: Sequence[str] = ("rf",),
-                   seeds: Iterable[int] = (0, 1, 2), protocols: Iterable[str] = PROTOCOLS,
-                   lodo_variants: Iterable[str] = ("whole_domain",), head_params: dict[str, dict] | None = None,
-                   test_size: float = 0.2, umap: bool = True, umap_max_points: int = 5000,
-                   confusion_png: bool = True, progress: bool = False, groups=None,
-                   held_out: Sequence[str] | None = None) -> dict[str, CrossDomainResult]:
-    """Evaluate each head on ``(X (N, D), y (N,), domains (N,))`` and write every table and figure.
-
-    Samples with a missing label (None, NaN, "") are left out (logged). ``head_params``: per head name, the
-    keyword arguments of that head. ``groups``: optional (N,) group keys kept on one side of each split
-    (:func:`aecfe.evaluation.evaluate_cross_domain`); ``held_out``: the LODO folds to run (default all). Returns ``{head: CrossDomainResult}``; files: module
-    docstring.
-    """
-    y, domains = np.asarray(y, dtype=object), np.asarray(domains).astype(str)
-    labelled = np.array([not (label is None or label == "" or pd.isna(label)) for label in y], dtype=bool)
-    if not labelled.all():
-        logger.info("%d of %d samples have no label and are left out", int((~labelled).sum()), len(y))
-    X, y, domains = X[labelled], y[labelled].astype(str), domains[labelled]
-    groups = None if groups is None else np.asarray(groups)[labelled]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    counts = pd.crosstab(pd.Series(y, name="class"), pd.Series(domains, name="domain"))
-    logger.info("samples per class and domain:\n%s", counts.to_string())
-    results = {}
-    for head in heads:
-        result = evaluate_cross_domain(X, y, domains, head=head, seeds=seeds, protocols=protocols,
-                                       head_params=(head_params or {}).get(head), test_size=test_size,
-                                       lodo_variants=lodo_variants, progress=progress, groups=groups,
-                                       held_out=held_out)
-        write_head_files({head: result}, out_dir, confusion_png)
-        results[head] = result
-    summary = out_dir / "summary.md"
-    summary.write_text(headline_markdown(results, counts), encoding="utf-8")
-    logger.info("headline tables: %s\n%s", summary, summary.read_text(encoding="utf-8"))
-    if umap:
-        from aecfe.plots import plot_embedding
-
-        plot_embedding(X, domains, y, out_dir, prefix="umap", max_points=umap_max_points)
-    return results
-
-
-def write_head_files(results: dict[str, CrossDomainResult], out_dir: Path, confusion_png: bool = True) -> None:
-    """Each head's tables (``<head>/``, :meth:`~aecfe.evaluation.CrossDomainResult.to_files`) and confusion
-    figures (``<head>/confusion/``)."""
-    for head, result in results.items():
-        result.to_files(out_dir / head)
-        if confusion_png:
-            write_confusion_pngs(result, out_dir / head / "confusion")
-
-
-def write_confusion_pngs(result: CrossDomainResult, out_dir: Path) -> list[Path]:
-    """One PNG per (protocol, variant, trained on, tested on), counts summed over seeds."""
-    from aecfe.plots import plot_confusion_matrix
-
-    seeds = len(result.config["seeds"])
-    return [plot_confusion_matrix(counts, out_dir / f"{protocol}_{variant}" / f"{_safe(train)}__{_safe(test)}.png",
-                                  title=f"{result.config['head']}, {protocol}/{variant}: {train} -> {test}"
-                                        f" ({seeds} seed{'s' * (seeds > 1)})")
-            for (protocol, variant, train, test), counts in result.confusion.items()]
-
-
-def headline_markdown(results: dict[str, CrossDomainResult], counts: pd.DataFrame) -> str:
-    """Per head: the matrix (test_split) accuracy and F1-macro, and every LODO F1-macro table."""
-    lines = ["# Cross-domain evaluation", "", "Samples per class and domain:", "", counts.to_markdown(), "",
-             "Mean ± std over seeds, in %; each head's folder has every table (report.md).", ""]
-    for head, result in results.items():
-        present = set(zip(result.scores["protocol"], result.scores["variant"]))
-        wanted = [("matrix", "test_split", "accuracy"), ("matrix", "test_split", "f1_macro")]
-        wanted += [("lodo", variant, "f1_macro") for variant in VARIANTS["lodo"]]
-        for protocol, variant, metric in wanted:
-            if (protocol, variant) in present:
-                lines += [f"## {head}: {protocol} / {variant} / {metric}", "",
-                          result.summary(metric, protocol, variant).to_markdown(), ""]
-    return "\n".join(lines)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^\w.+-]+", "_", name)
 
 
 def parse_head_params(items: Sequence[str], heads: Sequence[str], class_weight: str | None,
@@ -222,12 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    from aecfe.store import CellStore
-
     try:
         head_params = parse_head_params(args.head_param, args.head, args.class_weight, args.n_jobs)
-        with CellStore.open(args.store, mode="r") as store:
-            X, y, domains, groups = load_features(store, args.features, with_groups=True)
+        X, y, domains, groups = read_features(args.store, args.features, with_groups=True)
         if args.scheme:
             y = relabel(y, domains, args.scheme, args.label_dataset)
         run_evaluation(X, y, domains, args.out, heads=args.head, seeds=args.seeds, protocols=args.protocol,

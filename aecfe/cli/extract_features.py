@@ -14,11 +14,10 @@ NAME=DIR`` (``DIR/<class>/<image>``), ``--coco NAME=JSON`` (whole fields, unlabe
 (one image per line, optionally ``<TAB>domain<TAB>label``). Class-folder and list images are single-cell
 crops unless ``--fields``.
 
-Every stage is cached in the store: a re-run (or a run after a crash or ``kill -9``) skips the images
-already in it and continues each embedding at its committed row count, and gives the same content as one
-uninterrupted run. The run report (images read, cells found, images skipped and why, per domain) is
-written to ``<out>.report.json`` and logged. ``--merge`` joins shard stores with
-:func:`aecfe.store.merge_stores` and reports on the result.
+Every stage is cached in the store (:func:`aecfe.pipeline.run_extraction`): a re-run, or a run after a crash or
+``kill -9``, skips the images already in it and continues each embedding at its committed row count. The run
+report (images read, cells found, images skipped and why, per domain) goes to ``<out>.report.json`` and the log.
+``--merge`` joins shard stores (:func:`aecfe.pipeline.merge_shards`) and reports on the result.
 
 An image is its resolved path (the same folder given as ``../data`` or ``/abs/data``, or a run from another
 directory, is not detected twice), and its row records the SHA-1 of the file's bytes: byte-identical copies
@@ -31,16 +30,14 @@ one of aecfe's errors (one line on stderr naming the file and the problem).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from aecfe.cli import EXIT_NOTHING_PROCESSED, command, positive_int, probability, run_program
 from aecfe.errors import InputError
-from aecfe.pipeline import (BASELINE_EMBEDDINGS, RAW_PIXEL_SIDE, autoencoder_stage, baseline_stage,
-                            duplicate_report, extraction_report, format_report, gather_images,
-                            nothing_processed, parse_named_path, parse_shard, run_extraction, write_report)
-from aecfe.store import CellStore, merge_stores
+from aecfe.pipeline import (detector_factory, format_duplicates, gather_images, merge_shards,
+                            nothing_processed, parse_named_path, parse_shard, run_extraction, write_duplicate_report)
+from aecfe.store import BASELINE_EMBEDDINGS, RAW_PIXEL_SIDE, autoencoder_stage, baseline_stage, format_report
 
 logger = logging.getLogger(__name__)
 
@@ -108,65 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def detector_factory_and_identity(args) -> tuple:
-    """(a function building the detector, its identity for the store's provenance) from the arguments.
-
-    The identity is the options given (unset ones are the checkpoint's / make_detector's defaults) and the
-    checkpoint's sha256, known without building the model, so a re-run with nothing left to detect never
-    loads it."""
-    from aecfe.store import model_identity
-
-    config = {"backend": args.detector_backend, "backbone": args.backbone, "min_size": args.min_size,
-              "max_size": args.max_size, "score_threshold": args.score_threshold,
-              "single_cell_fallback": args.fallback}
-    if args.detector_checkpoint is None:
-        return None, None
-    if not args.detector_checkpoint.is_file():
-        raise InputError(f"{args.detector_checkpoint}: detector checkpoint not found")
-
-    def build():
-        from detectors.base import make_detector
-
-        # unset sizes stay unset: make_detector keeps the ones the checkpoint was trained with
-        options = {key: value for key, value in config.items() if value is not None and key != "backend"}
-        try:
-            return make_detector(args.detector_backend, checkpoint=str(args.detector_checkpoint), **options)
-        except ValueError as err:  # make_detector's checks of its options (InputError is one too)
-            raise InputError(f"{args.detector_checkpoint}: cannot build the detector: {err}") from err
-
-    return build, model_identity(config, args.detector_checkpoint)
-
-
-def merge(shards: list[Path], out: Path) -> dict:
-    """Merge shard stores into ``out`` and write the merged store's report."""
-    merge_stores(shards, out)
-    reports = [Path(str(s) + ".report.json") for s in shards]
-    scan_skipped = {}
-    for path in reports:  # every shard saw the same scan: keep the first report's scan skips
-        if path.is_file():
-            scan_skipped = json.loads(path.read_text(encoding="utf-8")).get("scan_skipped", {})
-            break
-    with CellStore.open(out) as store:
-        report = extraction_report(store, merged_from=[str(s) for s in shards])
-    report["scan_skipped"] = scan_skipped
-    write_report(report, out)
-    return report
-
-
-def report_duplicates(args) -> dict:
-    """``--report-duplicates``: hash the inputs, log the groups of byte-identical images, write the JSON to
-    ``--out`` when given, print a one-line summary."""
-    listing = gather_images(class_folders=args.class_folders, domains=args.domain, coco=args.coco,
-                            files=args.files, fields=args.fields, allow_outside_paths=args.allow_outside_paths)
-    report = duplicate_report(listing)
-    if args.out is not None:
-        from aecfe.atomic import write_text_atomic
-
-        write_text_atomic(args.out, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    found = report["duplicates"]
-    print(f"{report['hashed']} of {report['images']} images hashed: {found['groups']} groups of byte-identical "
-          f"images ({found['images']} images, {found['extra_copies']} extra copies); {found['cross_domain_groups']} "
-          f"groups ({found['cross_domain_images']} images) across domains")
-    return report
+    """(a function building the detector, its identity) from the arguments (:func:`aecfe.pipeline.detector_factory`)."""
+    return detector_factory(args.detector_checkpoint, args.detector_backend, backbone=args.backbone,
+                            min_size=args.min_size, max_size=args.max_size, score_threshold=args.score_threshold,
+                            single_cell_fallback=args.fallback)
 
 
 @command
@@ -180,14 +122,15 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.report_duplicates:
-        report_duplicates(args)
+    inputs = dict(class_folders=args.class_folders, domains=args.domain, coco=args.coco, files=args.files,
+                  fields=args.fields, allow_outside_paths=args.allow_outside_paths)
+    if args.report_duplicates:  # hash the inputs: no detector, no store
+        print(format_duplicates(write_duplicate_report(gather_images(**inputs), args.out)))
         return 0
     if args.merge:
-        merge(args.merge, args.out)
+        merge_shards(args.merge, args.out)
         return 0
-    listing = gather_images(class_folders=args.class_folders, domains=args.domain, coco=args.coco,
-                            files=args.files, fields=args.fields, allow_outside_paths=args.allow_outside_paths)
+    listing = gather_images(**inputs)
     factory, identity = detector_factory_and_identity(args)
     embeddings = [baseline_stage(name) for name in args.baselines]
     if args.autoencoder_checkpoint:

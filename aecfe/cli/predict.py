@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 @command
 def main(argv: list[str] | None = None) -> int:
     from aecfe.bundle import load_bundle
-    from aecfe.device import resolve_device
+    from aecfe.devices import resolve_device
     from aecfe.prediction import collect_inputs, predict_images
 
     args = build_parser().parse_args(argv)

@@ -26,7 +26,8 @@ from aecfe.cli import key_value, nonnegative_float, nonnegative_int, positive_fl
 from extractors.autoencoder import GROUP_NORMS, IMAGE_DECODERS, INPUT_SCALINGS, AutoencoderConfig
 from extractors.losses import ALIGNMENT_LOSSES
 from extractors.recipes import DEFAULT_RECIPE, RECIPES, recipe_configs
-from extractors.trainer import LR_SCHEDULES, PRECISIONS, TrainerConfig, init_distributed, tune_cpu_allocator
+from aecfe.distributed import init_distributed
+from extractors.trainer import LR_SCHEDULES, PRECISIONS, TrainerConfig, tune_cpu_allocator
 
 logger = logging.getLogger(__name__)
 

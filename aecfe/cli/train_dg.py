@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 from aecfe.cli import int_list, key_value, log_to_file
-from aecfe.cli.evaluate_cross_domain import write_head_files
+from aecfe.reporting import write_head_files
 from aecfe.errors import AecfeError, InputError
 from aecfe.evaluation import PROTOCOLS, VARIANTS
 from classifiers.dg.hparams import ALGORITHM_NAMES

@@ -24,8 +24,9 @@ Every autoencoder above but AE-CFE-DG trains on the cells of *every* domain, the
 (unlabelled): unsupervised domain adaptation, as in the thesis. AE-CFE-DG and the deep baselines never see the
 held-out domain (domain generalisation); :data:`TARGET_DATA` says which is which, and the report shows it. The
 autoencoders train with the ``aecfe`` recipe (:mod:`extractors.recipes`) and the alignment of the variant;
-``--ae-options`` adds to or overrides it (e.g. ``--recipe reference``). Per-alignment weights β come from
-:data:`extractors.losses.DEFAULT_BETA`.
+``--ae-options`` adds to or overrides it (e.g. ``--recipe reference``). Each variant runs with the weight β its
+alignment loss documents (:func:`extractors.losses.default_beta`: 1 for AAE-DA, METHODS §8.7; 5 for the others);
+a ``--beta`` in ``--ae-options`` overrides it.
 """
 from __future__ import annotations
 
@@ -195,12 +196,16 @@ def feature_steps(config: ComparisonConfig) -> list[Step]:
 
 
 def _autoencoder_step(config: ComparisonConfig, method: str, embedding: str, run: Path, *extra) -> Step:
-    """Train the autoencoder of ``embedding`` (``ae_<alignment>[...]``) on the store and write its codes."""
+    """Train the autoencoder of ``embedding`` (``ae_<alignment>[...]``) with its alignment's default β on the store
+    and write its codes (``config.ae_options`` come last, so a ``--beta`` there wins)."""
+    from extractors.losses import default_beta  # torch: only when the plan is built
+
     alignment = embedding.removeprefix("ae_").split("_without_")[0]
     subset = ("--max-cells", config.ae_max_cells) if config.ae_max_cells else ()
     epochs = ("--epochs", config.ae_epochs) if config.ae_epochs else ()
     return Step(f"{embedding}.train",
-                _cli("train_autoencoder", config.store, "--out", run, "--alignment", alignment, *epochs,
+                _cli("train_autoencoder", config.store, "--out", run, "--alignment", alignment,
+                     "--beta", default_beta(alignment), *epochs,
                      "--seed", 0, "--embedding", embedding, "--no-progress", *subset, *extra, *config.ae_options),
                 kind="training", method=method, after=("extract",))
 

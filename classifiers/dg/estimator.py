@@ -3,7 +3,7 @@ cross-domain protocols, splits, metrics and tables as the embedding heads.
 
 ``X`` is an :class:`~classifiers.dg.data.ImageDataset` (its domains are read from it; it can be indexed by
 integer arrays), ``y`` the class labels. With ``holdout_fraction`` > 0, :meth:`DGClassifier.fit` holds out that
-fraction of every training domain for validation (SWAD, logging) with :func:`aecfe.evaluation.domain_splits`
+fraction of every training domain for validation (SWAD, logging) with :func:`aecfe.splits.domain_splits`
 and the same seed; since those splits depend only on (seed, domain, the domain's labels), training on whole
 source domains reproduces DomainBed exactly: the model trains on each source's 80 % part and validates on its
 20 % part. So::
@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch.utils.data import DataLoader
 
 from aecfe.errors import InputError
-from aecfe.evaluation import domain_splits
+from aecfe.splits import domain_splits
 from classifiers.dg.algorithms import CRT, build_algorithm
 from classifiers.dg.data import ImageDataset
 from classifiers.dg.hparams import get_hparams

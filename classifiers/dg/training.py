@@ -51,7 +51,7 @@ from aecfe.errors import InputError
 from classifiers.dg.algorithms import Algorithm, featurizer_from_hparams, get_algorithm
 from classifiers.dg.data import BatchPlan, ImageDataset, TrainingData, step_loader, steps_for_epochs
 from classifiers.dg.swad import SWAD
-from extractors.trainer import init_distributed
+from aecfe.distributed import init_distributed
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
-"""The "roi" stage of the cell store: run a :class:`~detectors.base.Detector` over image records
-and append every image (status ``ok``, ``undetected`` or ``error``) and its cells to a
-:class:`~aecfe.store.CellStore`, resuming where an earlier run stopped.
+"""The "roi" stage writer: append every image of a run (status ``ok``, ``undetected`` or ``error``) and its
+cells — box, score, mask area, RoI features, crop — to a :class:`~aecfe.store.CellStore`, resuming where an
+earlier run stopped. The detection itself is :func:`detectors.records.detect_records`.
 
 Example::
 
     records = scan_domains("data/cls")
-    with CellStore.create("run.h5", provenance={"detector": model_identity(detector.config, ckpt)}) as store:
+    with CellStore.create("run.h5", provenance={"detector": model_identity(detector.config(), ckpt)}) as store:
         report = write_roi_stage(detector, records, store, single_cell=True)
     print(report.to_dict())
 """
@@ -16,19 +16,20 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from aecfe.errors import InputError
-from aecfe.io import CocoImage, ImageReadError, ImageRecord, identity_path, read_image, sha1_file
-from aecfe.store import CellStore
-from detectors.base import Detections, Detector
+from aecfe.shapes import ROI_SHAPE
+from aecfe.store.core import CellStore
+
+if TYPE_CHECKING:
+    from detectors.base import Detections, Detector
+    from detectors.records import Record
 
 logger = logging.getLogger(__name__)
 
-Record = ImageRecord | CocoImage
 FALLBACK_REASON = "centred fallback box (no detection)"
 
 
@@ -64,24 +65,6 @@ class RoiStageReport:
                 f"{sum(self.errors.values())} errors" + (f" ({errors})" if errors else ""))
 
 
-def record_fields(record: Record, domain: str | None = None) -> tuple[str, str, str | None]:
-    """(image path, domain, label) of a record as stored.
-
-    The path is the record's resolved path (:func:`aecfe.io.identity_path`), the store's resume key, so the
-    same file reached by a relative, absolute or symlinked path is one image. ImageRecord: its path, domain
-    and canonical class. CocoImage: its path, ``domain`` or else the COCO set's folder name
-    (``<set>/images/<file>`` -> ``<set>``), and its ``image_label`` attribute if any (BCCD) else no label.
-    """
-    if isinstance(record, ImageRecord):
-        return str(identity_path(record.path)), domain or record.domain, record.canonical
-    if isinstance(record, CocoImage):
-        folder = record.path.parent
-        default = folder.parent.name if folder.name == "images" else folder.name
-        label = record.attributes.get("image_label")
-        return str(identity_path(record.path)), domain or default, label if isinstance(label, str) and label else None
-    raise TypeError(f"records must be aecfe.io.ImageRecord or CocoImage, got {type(record).__name__}")
-
-
 def _cells(detections: Detections, store: CellStore) -> dict:
     cells = {"box": detections.boxes, "score": detections.scores, "mask_area": detections.mask_areas}
     if store.roi_shape is not None:
@@ -95,8 +78,8 @@ def _check_shapes(detector: Detector, store: CellStore) -> None:
     crop_shape = (3, detector.crop_size, detector.crop_size)
     if store.crop_shape is not None and tuple(store.crop_shape) != crop_shape:
         raise InputError(f"{store.path}: store crops are {store.crop_shape}, the detector makes {crop_shape}")
-    if store.roi_shape is not None and tuple(store.roi_shape) != (256, 14, 14):
-        raise InputError(f"{store.path}: store RoI features are {store.roi_shape}, the detector makes (256, 14, 14)")
+    if store.roi_shape is not None and tuple(store.roi_shape) != ROI_SHAPE:
+        raise InputError(f"{store.path}: store RoI features are {store.roi_shape}, the detector makes {ROI_SHAPE}")
 
 
 def write_roi_stage(detector: Detector, records: Iterable[Record], store: CellStore, *, single_cell: bool,
@@ -105,9 +88,9 @@ def write_roi_stage(detector: Detector, records: Iterable[Record], store: CellSt
     """Detect cells in every record not yet in ``store`` and append them.
 
     Args:
-        detector: any :class:`Detector`.
+        detector: any :class:`~detectors.base.Detector`.
         records: ``aecfe.io.ImageRecord`` (folder sets) and/or ``CocoImage`` (COCO sets); stored
-            fields as in :func:`record_fields`.
+            fields as in :func:`detectors.records.record_fields`.
         store: a writable CellStore; images in ``store.processed_images()`` are skipped, so a
             re-run after a crash resumes without duplicates.
         single_cell: one white cell per image (see :meth:`Detector.detect`).
@@ -125,6 +108,8 @@ def write_roi_stage(detector: Detector, records: Iterable[Record], store: CellSt
     Returns:
         a :class:`RoiStageReport` (also logged).
     """
+    from detectors.records import detect_records, record_fields
+
     if batch_size < 1 or flush_every < 1:
         raise InputError(f"batch_size and flush_every must be >= 1, got {batch_size} and {flush_every}")
     started = time.perf_counter()
@@ -132,58 +117,38 @@ def write_roi_stage(detector: Detector, records: Iterable[Record], store: CellSt
     report = RoiStageReport()
     errors: Counter[str] = Counter()
     done = store.processed_images(include_errors=not retry_errors)
-    pending: list[tuple[str, str, str | None, Record]] = []
+    pending: list[tuple[str, str, str | None]] = []
     for record in records:
         path, rec_domain, label = record_fields(record, domain)
         if path in done:
             report.images_skipped_done += 1
         else:
             done.add(path)  # a record listed twice is processed once
-            pending.append((path, rec_domain, label, record))
+            pending.append((path, rec_domain, label))
     since_flush = 0
-
-    hashes: dict[str, str] = {}
-
-    def error(path: str, rec_domain: str, label: str | None, reason: str, err: Exception) -> None:
-        if not skip_errors:
-            store.flush()
-            raise err
-        logger.warning("%s", err)
-        errors[reason] += 1
-        store.add_image(path, rec_domain, label, status="error", reason=f"{reason}: {err}"[:500],
-                        content_sha1=hashes.pop(path, ""), retry=retry_errors)
-
     try:
         with tqdm(total=len(pending), desc="detect", unit="img", disable=not progress) as bar:
-            for start in range(0, len(pending), batch_size):
-                batch = pending[start:start + batch_size]
-                good: list[tuple[str, str, str | None, np.ndarray]] = []
-                for path, rec_domain, label, record in batch:
-                    try:
-                        hashes[path] = sha1_file(path)
-                        image = read_image(Path(path))
-                        detector.check_image(image, path)
-                        good.append((path, rec_domain, label, image))
-                    except ImageReadError as err:
-                        error(path, rec_domain, label, err.reason, err)
-                    except InputError as err:
-                        error(path, rec_domain, label, "unusable image", err)
-                results = _detect_isolating_failures(detector, good, single_cell, skip_errors)
-                for (path, rec_domain, label, _), result in zip(good, results):
-                    report.images_read += 1
-                    if isinstance(result, Exception):
-                        error(path, rec_domain, label, f"detector failed ({type(result).__name__})", result)
+            for batch in detect_records(detector, pending, single_cell=single_cell, batch_size=batch_size,
+                                        skip_errors=skip_errors):
+                for outcome in batch:
+                    report.images_read += int(outcome.detected)
+                    result = outcome.detections
+                    fields = (outcome.path, outcome.domain, outcome.label)
+                    if outcome.error is not None:
+                        logger.warning("%s", outcome.error)
+                        errors[outcome.error_reason] += 1
+                        store.add_image(*fields, status="error",
+                                        reason=f"{outcome.error_reason}: {outcome.error}"[:500],
+                                        content_sha1=outcome.content_sha1, retry=retry_errors)
                     elif len(result) == 0:
                         report.undetected += 1
-                        store.add_image(path, rec_domain, label, status="undetected",
-                                        reason=result.undetected_reason or "no detection",
-                                        content_sha1=hashes.pop(path), retry=retry_errors)
+                        store.add_image(*fields, status="undetected", reason=result.undetected_reason or "no detection",
+                                        content_sha1=outcome.content_sha1, retry=retry_errors)
                     else:
                         report.cells_found += len(result)
                         report.fallback += int(result.fallback)
-                        store.add_image(path, rec_domain, label, status="ok",
-                                        reason=FALLBACK_REASON if result.fallback else "",
-                                        cells=_cells(result, store), content_sha1=hashes.pop(path),
+                        store.add_image(*fields, status="ok", reason=FALLBACK_REASON if result.fallback else "",
+                                        cells=_cells(result, store), content_sha1=outcome.content_sha1,
                                         retry=retry_errors)
                 since_flush += len(batch)
                 if since_flush >= flush_every:
@@ -197,22 +162,3 @@ def write_roi_stage(detector: Detector, records: Iterable[Record], store: CellSt
         report.seconds = time.perf_counter() - started
     logger.info("%s", report.summary())
     return report
-
-
-def _detect_isolating_failures(detector: Detector, good: list, single_cell: bool,
-                               skip_errors: bool) -> list[Detections | Exception]:
-    """Detect a batch; if the batch call fails, retry image by image so one bad image costs only
-    itself (its exception is returned in its place when ``skip_errors``)."""
-    if not good:
-        return []
-    images = [image for *_, image in good]
-    try:
-        return detector.detect(images, single_cell=single_cell, batch_size=len(images))
-    except Exception as err:  # noqa: BLE001  isolate the failing image below
-        if len(images) == 1:
-            if not skip_errors:
-                raise
-            return [err]
-        logger.warning("batch of %d images failed (%s); retrying one by one", len(images), err)
-    return [result for item in good
-            for result in _detect_isolating_failures(detector, [item], single_cell, skip_errors)]

@@ -1,4 +1,4 @@
-"""The HDF5 cell store: one file per extraction run, one row per detected cell.
+"""The HDF5 cell store file (:class:`CellStore`): one file per extraction run, one row per detected cell.
 
 The layout is documented for readers without aecfe in ``docs/store_layout.md``; in short::
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ import pandas as pd
 
 from aecfe import __version__
 from aecfe.errors import InputError, StoreError
+from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
 
 logger = logging.getLogger(__name__)
 
@@ -125,20 +125,6 @@ class StoreLayout:
             raise ValueError(f"chunk sizes must be positive: {self}")
         if self.compression not in (None, "gzip", "lzf"):
             raise ValueError(f"compression must be None, 'gzip' or 'lzf', got {self.compression!r}")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (a weights file's identity)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_identity(config: Mapping, weights: str | os.PathLike | None) -> dict:
-    """``{"config": config, "weights_sha256": sha256 of the weights file or None}`` for provenance."""
-    return {"config": dict(config), "weights_sha256": None if weights is None else sha256_file(weights)}
 
 
 def _utc_now() -> str:
@@ -238,14 +224,14 @@ class CellStore:
 
     # ------------------------------------------------------------------ creation and opening
     @classmethod
-    def create(cls, path: str | os.PathLike, *, roi_shape: tuple[int, ...] | None = (256, 14, 14),
-               crop_shape: tuple[int, ...] | None = (3, 128, 128), provenance: Mapping,
+    def create(cls, path: str | os.PathLike, *, roi_shape: tuple[int, ...] | None = ROI_SHAPE,
+               crop_shape: tuple[int, ...] | None = CROP_SHAPE, provenance: Mapping,
                chunk_cells: int = 256, layout: StoreLayout = StoreLayout()) -> "CellStore":
         """Create a new, empty store for writing; :class:`StoreError` if ``path`` exists.
 
         ``roi_shape`` / ``crop_shape``: the per-cell shape of the RoI features (stored float16)
         and crops (uint8), or None when the run does not keep them. ``provenance``: JSON-able
-        dict identifying the run, by convention ``{"detector": model_identity(...),
+        dict identifying the run, by convention ``{"detector": aecfe.identity.model_identity(...),
         "autoencoder": model_identity(...) or None, ...}``; the key ``"shard"`` (``"i/n"``) is the
         only one allowed to differ between shards that :func:`merge_stores` joins.
         ``chunk_cells``: cells buffered before a commit (a crash loses at most this many).

@@ -1,4 +1,5 @@
-"""A cell store's cells as autoencoder training data: in memory when they fit, streamed from the store otherwise.
+"""A cell store's cells as autoencoder training data (the store's training reader): in memory when they fit,
+streamed from the store otherwise.
 
 Both kinds serve :class:`extractors.trainer.AutoencoderTrainer` through the same interface: ``len``, ``domains``
 (N,) int64 tensor, ``labels`` (N,) int64 (−1 unlabelled), ``n_domains``, ``batch(indices)`` -> (roi float32
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from aecfe.errors import InputError
 from aecfe.shapes import CROP_SHAPE, ROI_SHAPE
-from aecfe.store import CellStore
+from aecfe.store.core import CellStore
 from extractors.trainer import RoiCropDataset
 
 logger = logging.getLogger(__name__)
