@@ -91,7 +91,7 @@ class EmbedderSpec:
 
 
 def embedder_from_store(store, embedding: str, *, autoencoder_checkpoint: str | os.PathLike | None = None,
-                        cnn_weights: str | None = None, cnn_image_size: int = 128) -> EmbedderSpec:
+                        cnn_weights: str | None = None, cnn_image_size: int | None = None) -> EmbedderSpec:
     """The embedder that wrote ``embedding`` into ``store`` (an open :class:`~aecfe.store.CellStore`).
 
     An autoencoder embedding needs its trainer checkpoint (its SHA-256 must be the one the embedding records);
@@ -99,31 +99,37 @@ def embedder_from_store(store, embedding: str, *, autoencoder_checkpoint: str | 
     path); ``rcnn_roi`` / ``raw_pixels`` need nothing. :class:`InputError` when the embedder cannot be rebuilt.
     """
     attrs = store.embedding_attrs(embedding)
-    if "autoencoder" in attrs:
+    model = attrs.get("model") or {}
+    if attrs.get("kind") == "autoencoder":
         if autoencoder_checkpoint is None:
             raise InputError(f"{store.path}: embedding {embedding!r} is an autoencoder's; give its checkpoint "
                              "(--autoencoder-checkpoint)")
         from extractors.trainer import read_checkpoint
 
-        recorded = attrs["autoencoder"].get("weights_sha256")
+        recorded = model.get("weights_sha256")
         if recorded and sha256_file(autoencoder_checkpoint) != recorded:
             raise InputError(f"{autoencoder_checkpoint}: not the checkpoint that wrote embedding {embedding!r} "
                              f"of {store.path} (sha256 {recorded[:12]}...)")
         state = read_checkpoint(autoencoder_checkpoint)
         weights = {key: state[key] for key in ("format", "model_config", "trainer_config", "n_domains", "model")}
         return EmbedderSpec("autoencoder", embedding, {"model_config": state["model_config"]}, weights)
-    if "backbone" in attrs:
+    if attrs.get("kind") == "cnn":
         from classifiers.dg.backbones import build_featurizer
 
-        weights_source = cnn_weights or attrs.get("weights")
+        config = model.get("config", {})
+        backbone = config["backbone"]
+        weights_source = cnn_weights or config.get("weights")
         if weights_source is None:
             raise InputError(f"{store.path}: embedding {embedding!r} came from a randomly initialised "
-                             f"{attrs['backbone']}; a bundle cannot rebuild it (embed with --weights)")
-        featurizer = build_featurizer(attrs["backbone"], weights_source, freeze_bn=True)
-        weights = {"format": CNN_FORMAT, "backbone": attrs["backbone"], "image_size": int(cnn_image_size),
+                             f"{backbone}; a bundle cannot rebuild it (embed with --weights)")
+        image_size = int(config.get("image_size") or cnn_image_size or 128)
+        if cnn_image_size is not None and int(cnn_image_size) != image_size:
+            raise InputError(f"{store.path}: embedding {embedding!r} was computed at {image_size} px crops; "
+                             f"a CNN at {cnn_image_size} px does not reproduce embedding {embedding!r}")
+        featurizer = build_featurizer(backbone, weights_source, freeze_bn=True)
+        weights = {"format": CNN_FORMAT, "backbone": backbone, "image_size": image_size,
                    "model": featurizer.state_dict()}
-        return EmbedderSpec("cnn", embedding, {"backbone": attrs["backbone"], "image_size": int(cnn_image_size)},
-                            weights)
+        return EmbedderSpec("cnn", embedding, {"backbone": backbone, "image_size": image_size}, weights)
     from aecfe.store.embeddings import BASELINE_EMBEDDINGS
 
     if embedding in BASELINE_EMBEDDINGS:

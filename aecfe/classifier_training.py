@@ -88,7 +88,7 @@ def train_classifier(store_path: str | os.PathLike, embedding: str, out: str | o
                      detector_checkpoint: str | os.PathLike, head: str = "rf", head_params: Mapping | None = None,
                      class_weight: str | None = None, scheme: str = CANONICAL, label_dataset: str | None = CANONICAL,
                      autoencoder_checkpoint: str | os.PathLike | None = None, cnn_weights: str | None = None,
-                     cnn_image_size: int = 128, seed: int = 0, test_size: float = 0.2, command: str = "",
+                     cnn_image_size: int | None = None, seed: int = 0, test_size: float = 0.2, command: str = "",
                      overwrite: bool = False) -> dict:
     """Fit a ``head`` on ``embedding`` of the store, write the bundle ``out`` and its validation files.
 
@@ -159,15 +159,3 @@ def write_validation(scores: Mapping, bundle: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def parse_head_params(items) -> dict:
-    """``["n_estimators=50", "max_depth=null"]`` -> ``{"n_estimators": 50, "max_depth": None}`` (values read as
-    YAML scalars, as every aecfe override); :class:`InputError` for an item without ``=``."""
-    import yaml
-
-    params = {}
-    for item in items:
-        key, sep, text = str(item).partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--head-param {item!r}: expected PARAM=VALUE, e.g. n_estimators=50")
-        params[key.strip()] = None if text == "None" else yaml.safe_load(text)
-    return params

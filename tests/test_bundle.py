@@ -219,7 +219,7 @@ def test_bundle_with_a_cnn_or_baseline_embedder_reproduces_the_store(workflow, t
     store = tmp_path / "cells.h5"
     shutil.copy(workflow["store"], store)
     if kind == "cnn":
-        from extractors.cnn_features import cnn_stage
+        from aecfe.store.embeddings import cnn_stage
 
         torch.manual_seed(0)
         torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path / "mnv2.pth")

@@ -19,12 +19,14 @@ LAYERS = {
     "aecfe.errors": BASE, "aecfe.atomic": BASE, "aecfe.shapes": BASE, "aecfe.checkpoints": BASE,
     "aecfe.io": BASE, "aecfe.taxonomy": BASE, "aecfe.metrics": BASE, "aecfe.synthetic": BASE,
     "aecfe.torchvision_compat": BASE, "aecfe.splits": BASE, "aecfe.distributed": BASE, "aecfe.identity": BASE,
-    "aecfe.devices": BASE,
+    "aecfe.devices": BASE, "aecfe.measure": BASE,
     "detectors": MODELS, "extractors": MODELS, "classifiers": MODELS,
     "aecfe.store": STORE,
     "aecfe.pipeline": APPLICATION, "aecfe.evaluation": APPLICATION, "aecfe.reporting": APPLICATION,
     "aecfe.autoencoding": APPLICATION, "aecfe.comparison": APPLICATION, "aecfe.plots": APPLICATION,
-    "aecfe.demo": APPLICATION,
+    "aecfe.demo": APPLICATION, "aecfe.dg_baselines": APPLICATION, "aecfe.bundle": APPLICATION,
+    "aecfe.classifier_training": APPLICATION, "aecfe.prediction": APPLICATION, "aecfe.cell_figures": APPLICATION,
+    "aecfe.export": APPLICATION,
     "aecfe.cli": PROGRAMS,
 }
 

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
-from aecfe.cli import open_fraction
+from aecfe.cli import key_value, open_fraction
 from aecfe.errors import AecfeError, InputError
 from aecfe.evaluation import PROTOCOLS, VARIANTS
 from aecfe.reporting import run_evaluation
@@ -43,7 +40,8 @@ def parse_head_params(items: Sequence[str], heads: Sequence[str], class_weight: 
                       n_jobs: int | None) -> dict[str, dict]:
     """``["rf.n_estimators=50", ...]`` plus --class-weight / --n-jobs -> ``{head: {param: value}}``.
 
-    Values are read as YAML scalars (``50`` int, ``0.1`` float, ``null`` / ``None`` None, text str).
+    Each item is read by :func:`aecfe.cli.key_value`, the one KEY=VALUE syntax (``50`` int, ``0.1`` float,
+    ``null`` None, text str; ``None`` is read as None too), with KEY = ``HEAD.PARAM``.
     """
     from classifiers.heads import HEADS
 
@@ -55,14 +53,21 @@ def parse_head_params(items: Sequence[str], heads: Sequence[str], class_weight: 
         if n_jobs is not None and "n_jobs" in valid:
             params[head]["n_jobs"] = n_jobs
     for item in items:
-        match = re.fullmatch(r"(\w+)\.(\w+)=(.*)", item)
-        if not match:
-            raise InputError(f"--head-param {item!r}: expected HEAD.PARAM=VALUE, e.g. rf.n_estimators=50")
-        head, name, text = match.groups()
+        key, value = item if isinstance(item, tuple) else _key_value(item)
+        head, dot, name = key.partition(".")
+        if not dot or not name.isidentifier():
+            raise InputError(f"--head-param {key}={value!r}: expected HEAD.PARAM=VALUE, e.g. rf.n_estimators=50")
         if head not in params:
-            raise InputError(f"--head-param {item!r}: head {head!r} is not among --head {list(heads)}")
-        params[head][name] = None if text == "None" else yaml.safe_load(text)
+            raise InputError(f"--head-param {key}: head {head!r} is not among --head {list(heads)}")
+        params[head][name] = None if value == "None" else value
     return params
+
+
+def _key_value(item: str) -> tuple[str, object]:
+    try:
+        return key_value(item)
+    except argparse.ArgumentTypeError as error:
+        raise InputError(f"--head-param {item!r}: expected HEAD.PARAM=VALUE, e.g. rf.n_estimators=50") from error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--features", help=f"embedding name, or {' / '.join(STAGES)} (flattened); "
                                            "default: the store's only embedding")
     parser.add_argument("--head", nargs="+", default=["rf"], choices=list(HEADS), help="classifier heads")
-    parser.add_argument("--head-param", nargs="*", default=[], metavar="HEAD.PARAM=VALUE",
+    parser.add_argument("--head-param", nargs="*", type=key_value, default=[], metavar="HEAD.PARAM=VALUE",
                         help="head hyper-parameters, e.g. rf.n_estimators=300 xgboost.max_depth=4")
     parser.add_argument("--class-weight", choices=["balanced"], help="class weights for every head")
     parser.add_argument("--n-jobs", type=int, help="threads of the rf and xgboost heads")

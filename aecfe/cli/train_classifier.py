@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from aecfe.cli import command, open_fraction, run_program
+from aecfe.cli import command, key_value, open_fraction, positive_int, run_program
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--autoencoder-checkpoint", type=Path,
                         help="the autoencoder that wrote the embedding (for an autoencoder embedding)")
     parser.add_argument("--cnn-weights", help="local weights file of a CNN embedding (default: the recorded ones)")
-    parser.add_argument("--cnn-image-size", type=int, default=128, help="crop side the CNN embedding used")
+    parser.add_argument("--cnn-image-size", type=positive_int, default=None,
+                        help="crop side of the CNN embedding (default: the one the store records)")
     parser.add_argument("--head", choices=sorted(HEADS), default="rf")
-    parser.add_argument("--head-param", action="append", default=[], metavar="PARAM=VALUE",
+    parser.add_argument("--head-param", action="append", type=key_value, default=[], metavar="PARAM=VALUE",
                         help="head hyper-parameter (repeatable), e.g. n_estimators=200")
     parser.add_argument("--class-weight", choices=["balanced"], help="weight classes by n / (K * n_k)")
     parser.add_argument("--scheme", default="canonical", help="label scheme of the classes (e.g. five, six)")
@@ -50,13 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    from aecfe.classifier_training import parse_head_params, train_classifier, validation_markdown
+    from aecfe.classifier_training import train_classifier, validation_markdown
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     invoked = ["aecfe-train-classifier", *(sys.argv[1:] if argv is None else argv)]
     scores = train_classifier(args.store, args.embedding, args.out, detector_checkpoint=args.detector_checkpoint,
-                              head=args.head, head_params=parse_head_params(args.head_param),
+                              head=args.head, head_params=dict(args.head_param),
                               class_weight=args.class_weight, scheme=args.scheme, label_dataset=args.label_dataset,
                               autoencoder_checkpoint=args.autoencoder_checkpoint, cnn_weights=args.cnn_weights,
                               cnn_image_size=args.cnn_image_size, seed=args.seed, test_size=args.test_size,
