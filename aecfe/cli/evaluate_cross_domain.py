@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from aecfe.cell_inputs import labelled_cells
 from aecfe.cli import open_fraction
 from aecfe.errors import AecfeError, InputError
 from aecfe.evaluation import PROTOCOLS, VARIANTS, CrossDomainResult, evaluate_cross_domain
@@ -51,14 +52,7 @@ def load_features(store, features: str | None, *, with_groups: bool = False) -> 
     ``features``: an embedding name, ``"roi"`` / ``"crops"`` (flattened), or None for the store's only
     embedding. Cells whose label is missing are left out (logged).
     """
-    cells = store.cells()
-    labels = cells["label"].astype(object).where(cells["label"].notna(), None).to_numpy()
-    labelled = np.flatnonzero([label is not None and label != "" for label in labels])
-    if len(labelled) < len(cells):
-        logger.info("%s: %d of %d cells have no label and are left out", store.path, len(cells) - len(labelled),
-                    len(cells))
-    if len(labelled) == 0:
-        raise InputError(f"{store.path}: no labelled cells to evaluate")
+    labelled, labels, domains = labelled_cells(store)  # the deep baselines' crops: the same cells
     if features is None:
         names = store.embedding_names()
         if len(names) != 1:
@@ -74,7 +68,7 @@ def load_features(store, features: str | None, *, with_groups: bool = False) -> 
     X = np.asarray(X, dtype=np.float32).reshape(len(labelled), -1)
     logger.info("%s: features %r, %d labelled cells x %d dims (%.1f MB)", store.path, features, X.shape[0],
                 X.shape[1], X.nbytes / 2**20)
-    loaded = X, labels[labelled], cells["domain"].to_numpy(dtype=str)[labelled]
+    loaded = X, labels, domains
     return (*loaded, store.cell_groups()[labelled]) if with_groups else loaded
 
 

@@ -12,7 +12,10 @@ Data: ``--domain NAME=DIR`` (repeatable; DIR holds ``<class>/<image>`` folders),
 subfolder a domain) or ``--synthetic`` (the labs of :func:`aecfe.synthetic.default_domains` written to a
 temporary folder). Labels are the canonical classes of each domain's class map (:mod:`aecfe.taxonomy`), or
 ``--scheme``'s (labels it drops are left out). Images are read once and kept in memory resized to
-``--preload-size`` pixels (default: ``--image-size``; 0 reads the files at every access).
+``--preload-size`` pixels (default: ``--image-size``; 0 reads the files at every access). ``--store CELLS.h5``
+instead: the detector's crops of the store's labelled cells (:func:`aecfe.cell_inputs.load_cell_crops`: the
+heads' cells, labels (canonical, then ``--scheme``) and split groups; crop augmentations,
+:mod:`classifiers.dg.transforms`).
 
 Algorithms (``--algorithm``, or ``all``): the DG algorithms run as :class:`~classifiers.dg.DGClassifier` heads
 of :func:`aecfe.evaluation.evaluate_cross_domain` (same splits, metrics and tables); ``Oracle`` always runs the
@@ -217,8 +220,11 @@ def run_dg_algorithm(algorithm: str, data, labels, domains, hparams: dict[str, A
         params["stage1_hparams"] = stage1_hparams
     if algorithm == "Oracle":
         protocols = ["matrix"]
+    from classifiers.dg.crops import dataset_groups
+
     return evaluate_cross_domain(data, labels, domains, head=dg_head(algorithm), head_params=params, seeds=seeds,
-                                 protocols=protocols, lodo_variants=lodo_variants, progress=True)
+                                 protocols=protocols, lodo_variants=lodo_variants, progress=True,
+                                 groups=dataset_groups(data))
 
 
 def run_few_shot(data, domains, shots: Sequence[int], out_dir: Path, *, seeds: Sequence[int],
@@ -332,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--synthetic", action="store_true", help="the synthetic labs (aecfe.synthetic)")
     data.add_argument("--synthetic-n", type=int, default=40, help="images per synthetic lab")
     data.add_argument("--synthetic-size", type=int, default=64, help="side of the synthetic images")
+    data.add_argument("--store", type=Path, help="the cell crops of this cell store instead of images")
     data.add_argument("--scheme", default="canonical", help="label scheme (aecfe.taxonomy): canonical, five, ...")
     data.add_argument("--preload-size", type=int, help="keep the images in memory at this side (default: "
                                                        "--image-size; 0: read the files at every access)")
@@ -390,8 +397,12 @@ def run_all(args: argparse.Namespace, algorithms: Sequence[str], records, comman
     common = {"backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,
               "batch_size": args.batch_size, "lr": args.lr}
     size = args.image_size or get_hparams("ERM")["image_size"]
-    data, labels, domains = load_dataset(records, args.scheme, size if args.preload_size is None
-                                         else args.preload_size)
+    preload = size if args.preload_size is None else args.preload_size
+    if args.store is not None:
+        from aecfe.cell_inputs import load_cell_crops
+        data, labels, domains = load_cell_crops(args.store, scheme=args.scheme, size=preload or None)
+    else:
+        data, labels, domains = load_dataset(records, args.scheme, preload)
     counts = pd.crosstab(pd.Series(labels, name="class"), pd.Series(domains, name="domain"))
     results: dict[str, CrossDomainResult] = {}
     summary = write_summary(results, args.out, counts, args.lodo_variant, command)
@@ -435,7 +446,11 @@ def main(argv: list[str] | None = None) -> int:
         algorithms = list(DG_ALGORITHMS) if "all" in args.algorithm else list(dict.fromkeys(args.algorithm))
         parse_hparams(args.hparam)  # fail before reading any image
         with tempfile.TemporaryDirectory(prefix="aecfe-synthetic-") as temporary:
-            if args.synthetic:
+            if args.store is not None:
+                if args.synthetic or args.domain or args.domains_root:
+                    raise InputError("--store replaces --domain / --domains-root / --synthetic")
+                records = None
+            elif args.synthetic:
                 if args.domain or args.domains_root:
                     raise InputError("--synthetic replaces --domain / --domains-root")
                 root = synthetic_root(Path(temporary), args.synthetic_n, args.synthetic_size, seed=0)

@@ -7,7 +7,7 @@
 * :mod:`~classifiers.dg.losses`, :mod:`~classifiers.dg.stain`, :mod:`~classifiers.dg.color` — loss terms, SADA's
   stain augmentation, Reinhard colour transfer and per-image colour jitter.
 * :mod:`~classifiers.dg.data`, :mod:`~classifiers.dg.transforms` — image datasets, resumable batch plans,
-  training/evaluation transforms.
+  training/evaluation transforms; :mod:`~classifiers.dg.crops` — the detector's cell crops as a dataset.
 * :mod:`~classifiers.dg.training` — the one training loop (checkpoints, resume, SWAD, torchrun) and
   ``predict_dataset``; :mod:`~classifiers.dg.swad` — SWAD with LossValley.
 * :mod:`~classifiers.dg.estimator` — :class:`DGClassifier`, to run the algorithms in
@@ -26,6 +26,7 @@ from classifiers.dg.algorithms import (ALGORITHMS, CORAL, CRT, DANN, ERM, SADA, 
                                        register)
 from classifiers.dg.backbones import BACKBONES, Featurizer, build_featurizer
 from classifiers.dg.color import REFERENCE_MEAN, REFERENCE_STD, ReinhardTransform, color_jitter, reinhard
+from classifiers.dg.crops import CropDataset, crop_dataset
 from classifiers.dg.data import (BatchPlan, ImageDataset, few_shot_indices, steps_for_epochs,
                                  synthetic_dataset)
 from classifiers.dg.estimator import DGClassifier
@@ -46,3 +47,4 @@ __all__ = [
     "load_algorithm", "predict_dataset", "register", "reinhard", "stain_augment", "steps_for_epochs",
     "synthetic_dataset", "train", "train_transform", "validate",
 ]
+__all__ += ["CropDataset", "crop_dataset"]  # the cell-crop input (classifiers.dg.crops)
