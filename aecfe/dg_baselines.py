@@ -144,15 +144,20 @@ def dg_head(algorithm: str):
 def run_dg_algorithm(algorithm: str, data, labels, domains, hparams: dict[str, Any], out_dir: Path, *,
                      seeds: Sequence[int], protocols: Sequence[str], lodo_variants: Sequence[str],
                      holdout_fraction: float, stage1_hparams: dict[str, Any] | None = None) -> CrossDomainResult:
-    """One DG algorithm through :func:`aecfe.evaluation.evaluate_cross_domain`; trainings under ``out_dir/runs``."""
+    """One DG algorithm through :func:`aecfe.evaluation.evaluate_cross_domain`; trainings under ``out_dir/runs``.
+    Cell crops (:mod:`classifiers.dg.crops`) carry their split groups (the image's content hash): copies stay on
+    one side of each split, as for the heads."""
     params = {"hparams": hparams, "holdout_fraction": holdout_fraction, "out_dir": out_dir / "runs",
               "progress": True}
     if algorithm == "CRT":
         params["stage1_hparams"] = stage1_hparams
     if algorithm == "Oracle":
         protocols = ["matrix"]
+    from classifiers.dg.crops import dataset_groups
+
     return evaluate_cross_domain(data, labels, domains, head=dg_head(algorithm), head_params=params, seeds=seeds,
-                                 protocols=protocols, lodo_variants=lodo_variants, progress=True)
+                                 protocols=protocols, lodo_variants=lodo_variants, progress=True,
+                                 groups=dataset_groups(data))
 
 
 def score_few_shot(folds, labels, domains, classes: Sequence[str], shots: Sequence[int],

@@ -7,7 +7,8 @@ from aecfe.cli.compare import main
 
 
 def test_quick_run_writes_report_and_resumes(tmp_path, capsys):
-    argv = ["--synthetic", "--quick", "--methods", "ERM", "--out", str(tmp_path), "--no-progress"]
+    argv = ["--synthetic", "--quick", "--methods", "ERM", "--dg-inputs", "image", "--out", str(tmp_path),
+            "--no-progress"]  # whole images only: no detector to train (the crop steps: test_comparison_report)
     assert main(argv) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| ERM      | ERM    |" in report and "## Cost on this machine" in report
@@ -22,3 +23,5 @@ def test_real_domains_without_detector_are_refused(tmp_path):
     (tmp_path / "cls" / "lab").mkdir(parents=True)
     with pytest.raises(SystemExit, match="need --detector-checkpoint"):
         main(["--domains-root", str(tmp_path / "cls"), "--out", str(tmp_path / "out"), "--methods", "AE-CFE"])
+    with pytest.raises(SystemExit, match="need --detector-checkpoint"):  # the deep baselines on crops need one too
+        main(["--domains-root", str(tmp_path / "cls"), "--out", str(tmp_path / "out"), "--methods", "ERM"])

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from aecfe.comparison.plan import ComparisonConfig, build_steps
-from aecfe.comparison.report import (collect_scores, cost_table, format_table, model_cost_table, results_table,
-                                    uses_target_labels, verdict, write_report)
+from aecfe.comparison.report import (collect_scores, cost_table, format_table, input_table, model_cost_table,
+                                    results_table, uses_target_labels, verdict, write_report)
 from aecfe.comparison.steps import StepRecord
 
 DOMAINS = ("a", "b", "c")
@@ -173,3 +173,50 @@ def test_each_autoencoder_variant_runs_with_its_alignments_default_beta(tmp_path
     overridden = build_steps(ComparisonConfig(out=tmp_path, methods=("AAE-DA",), seeds=(0,), ae_options=("--beta", "3")))
     command = next(step for step in overridden if step.name == "ae_adversarial.train").command
     assert betas(command)[-1] == 3.0
+
+
+def test_plan_runs_every_deep_baseline_on_whole_images_and_on_the_stores_crops(tmp_path):
+    config = ComparisonConfig(out=tmp_path, seeds=(0,), methods=("ERM", "FewShot", "Oracle"))
+    steps = {step.name: step for step in build_steps(config)}
+    assert list(steps) == ["data.synthetic", "detector.train", "extract", "ERM.train_dg", "FewShot.train_dg",
+                           "Oracle.train_dg", "ERM_crop.train_dg", "FewShot_crop.train_dg", "Oracle_crop.train_dg"]
+    for algorithm in ("ERM", "FewShot", "Oracle"):
+        image, crop = steps[f"{algorithm}.train_dg"], steps[f"{algorithm}_crop.train_dg"]
+        assert image.method == algorithm and crop.method == f"{algorithm} (crop)" and crop.after == ("extract",)
+        assert str(config.data_root) in image.command and "--store" not in image.command
+        assert crop.command[crop.command.index("--store") + 1] == str(config.store)
+        assert crop.command[crop.command.index("--out") + 1] == str(tmp_path / "methods" / f"{algorithm}_crop")
+        # the same settings on both inputs
+        assert image.command[image.command.index("--scheme"):] == tuple(
+            str(tmp_path / "methods" / algorithm) if part.endswith(f"{algorithm}_crop") else part
+            for part in crop.command[crop.command.index("--scheme"):])
+    only_images = ComparisonConfig(out=tmp_path, methods=("ERM",), dg_inputs=("image",), domains_root=tmp_path)
+    assert [step.name for step in build_steps(only_images)] == ["ERM.train_dg"]
+    with pytest.raises(ValueError, match="dg_inputs"):
+        ComparisonConfig(out=tmp_path, dg_inputs=("tiles",))
+
+
+def test_report_puts_each_deep_baseline_on_both_inputs_side_by_side_and_names_the_best_per_input(methods_dir,
+                                                                                                  tmp_path):
+    for folder, head, value in (("ERM_crop", "ERM", 0.9), ("ERM", "ERM", 0.4), ("Oracle_crop", "Oracle", 0.99)):
+        path = methods_dir / folder / head
+        path.mkdir(parents=True, exist_ok=True)
+        fake_scores([value]).to_csv(path / "scores.csv", index=False)
+    scores = collect_scores(methods_dir)
+    assert {"ERM (crop)", "Oracle (crop)"} <= set(scores["method"])
+    table = results_table(scores)
+    lines = verdict(table)
+    assert "Best on the whole image input: ERM (rf) at 80.0 %." in lines
+    assert ("Best on the detector crop input: Oracle (crop) (Oracle) at 99.0 %; without labels of the held-out "
+            "domain: ERM (crop) (ERM) at 90.0 %.") in lines
+    assert uses_target_labels("Oracle (crop)", "Oracle")
+    shown = format_table(table, "f1_macro").set_index(["method", "head"])
+    assert shown.loc[("ERM (crop)", "ERM"), "scored domain in training"] == "none"
+    side = input_table(table).set_index(["algorithm", "head"])
+    assert side.loc[("ERM", "ERM"), "LODO: whole image"] == "40.0"
+    assert side.loc[("ERM", "ERM"), "LODO: detector crop"] == "90.0"
+    assert side.loc[("ERM", "ERM"), "LODO crop − image"] == "+50.0"
+    assert side.loc[("ERM", "rf"), "LODO: detector crop"] == "—"  # the fixture's ERM (rf) ran on images only
+    text = write_report(tmp_path / "report", methods_dir, {}, title="T", command="cmd").read_text()
+    assert "## Deep baselines: whole image vs detector crop (f1-macro)" in text
+    assert (tmp_path / "report" / "results_dg_inputs_f1_macro.csv").is_file()

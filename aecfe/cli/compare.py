@@ -11,7 +11,8 @@ Domains: ``--domains-root`` (``<root>/<domain>/<class>/<image>``); default ``../
 project when it exists (then ``--detector-checkpoint`` is needed: ``scripts/train_detector.py`` makes one), else
 the synthetic labs with a detector trained on synthetic fields. Methods (:mod:`aecfe.comparison.plan`):
 ResNet-RF, R-CNN-RF, AE-RF, ND-AE-DA, AAE-DA, AE-CFE (mmd), AE-CFE-kMMD, each with the ``--head`` heads, and
-the deep baselines ERM, DANN, CORAL, Mixup, SelfReg, BoDA, SADA, FewShot (k = ``--few-shot-k``) and Oracle;
+the deep baselines ERM, DANN, CORAL, Mixup, SelfReg, BoDA, SADA, FewShot (k = ``--few-shot-k``) and Oracle,
+each on the whole images and on the detector's crops (``--dg-inputs``; ``ERM`` and ``ERM (crop)`` side by side);
 both protocols (train on one / test on all, leave one domain out), mean ± std over ``--seeds``.
 
 Each step runs in its own process (wall time and peak memory recorded) and is never recomputed once finished:
@@ -29,7 +30,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from aecfe.comparison.plan import DG_METHODS, FEATURE_METHODS, FOLD_METHODS, ComparisonConfig, build_steps
+from aecfe.comparison.plan import (DG_INPUTS, DG_METHODS, FEATURE_METHODS, FOLD_METHODS, ComparisonConfig,
+                                   build_steps, needs_store)
 from aecfe.comparison.steps import StepRecord, run_steps
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--dg-protocols", nargs="+", choices=["matrix", "lodo"], default=["matrix", "lodo"],
                          help="protocols of the deep baselines (each trains its own models)")
     methods.add_argument("--few-shot-k", nargs="+", type=int, default=[5, 10, 20])
+    methods.add_argument("--dg-inputs", nargs="+", choices=list(DG_INPUTS), default=list(DG_INPUTS),
+                         help="the deep baselines' inputs: whole images, the detector's crops of the store")
     methods.add_argument("--dg-seeds", nargs="+", type=int, help="seeds of the deep baselines (default: --seeds)")
     methods.add_argument("--extract-options", type=shlex.split, default=[], metavar="'ARGS'",
                          help="extra arguments of extract_features, one quoted string (e.g. '--min-size 400')")
@@ -94,10 +98,10 @@ def config_from_args(args: argparse.Namespace) -> ComparisonConfig:
     root = args.domains_root
     if root is None and not args.synthetic and SHARED_DATA.is_dir():
         root = SHARED_DATA
-    if root is not None and values["detector_checkpoint"] is None and any(m in FEATURE_METHODS
-                                                                          for m in values["methods"]):
+    if root is not None and values["detector_checkpoint"] is None and needs_store(values["methods"],
+                                                                                  values["dg_inputs"]):
         raise SystemExit(f"{root}: real domains need --detector-checkpoint (scripts/train_detector.py), or "
-                         "choose --synthetic, or --methods without the feature methods")
+                         "choose --synthetic, or --methods without the feature methods and --dg-inputs image")
     return ComparisonConfig(out=args.out, domains_root=root, **values)
 
 

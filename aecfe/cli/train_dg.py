@@ -12,6 +12,8 @@ Data: ``--domain NAME=DIR`` (repeatable; DIR holds ``<class>/<image>`` folders),
 subfolder a domain) or ``--synthetic`` (the labs of :func:`aecfe.synthetic.default_domains`, in a temporary
 folder). Labels: each domain's canonical classes, or ``--scheme``'s (:func:`aecfe.taxonomy.relabel`; dropped
 labels are left out). Images are kept in memory at ``--preload-size`` px (default ``--image-size``; 0: none).
+``--store CELLS.h5`` instead: the detector's crops of the store's labelled cells
+(:func:`aecfe.store.readers.load_cell_crops`: the heads' cells, labels and split groups; crop augmentations).
 
 Algorithms (``--algorithm``, or ``all``) and heads (:mod:`aecfe.dg_baselines`): each DG algorithm in
 :func:`aecfe.evaluation.evaluate_cross_domain`; ``Oracle`` its ``matrix`` diagonal; ``CRT`` after a BoDA;
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--synthetic", action="store_true", help="the synthetic labs (aecfe.synthetic)")
     data.add_argument("--synthetic-n", type=int, default=40, help="images per synthetic lab")
     data.add_argument("--synthetic-size", type=int, default=64, help="side of the synthetic images")
+    data.add_argument("--store", type=Path, help="the cell crops of this cell store instead of images")
     data.add_argument("--scheme", default="canonical", help="label scheme (aecfe.taxonomy): canonical, five, ...")
     data.add_argument("--preload-size", type=int, help="keep the images in memory at this side (default: "
                                                        "--image-size; 0: read the files at every access)")
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     import torch
 
     from aecfe import dg_baselines as dg
+    from aecfe.store.readers import load_cell_crops
     from classifiers.dg.hparams import get_hparams, split_overrides
 
     if args.threads:
@@ -113,11 +117,14 @@ def run(args: argparse.Namespace, command: str) -> Path:
     preload = args.preload_size if args.preload_size is not None else (
         args.image_size or get_hparams("ERM")["image_size"])
     with tempfile.TemporaryDirectory(prefix="aecfe-synthetic-") as temporary:
-        if args.synthetic and (args.domain or args.domains_root):
-            raise InputError("--synthetic replaces --domain / --domains-root")
-        records = (dg.scan_synthetic_domains(temporary, args.synthetic_n, args.synthetic_size) if args.synthetic
-                   else dg.scan_image_domains(args.domain, args.domains_root))
-        data, labels, domains = dg.load_image_domains(records, args.scheme, preload)
+        if sum(map(bool, (args.synthetic, args.domain or args.domains_root, args.store))) > 1:
+            raise InputError("give one of --store, --synthetic, --domain / --domains-root")
+        if args.store is not None:
+            data, labels, domains = load_cell_crops(args.store, scheme=args.scheme, size=preload or None)
+        else:
+            records = (dg.scan_synthetic_domains(temporary, args.synthetic_n, args.synthetic_size)
+                       if args.synthetic else dg.scan_image_domains(args.domain, args.domains_root))
+            data, labels, domains = dg.load_image_domains(records, args.scheme, preload)
         counts = dg.class_domain_counts(labels, domains)
         results = {}
         summary = dg.write_summary(results, args.out, counts, args.lodo_variant, command)

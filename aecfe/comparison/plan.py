@@ -3,8 +3,12 @@
 Feature methods share one cell store: the detector writes the RoI features and crops of every image
 (``extract``), each autoencoder variant trains on them and writes its embedding (``ae_<alignment>.train``),
 the CNN baseline embeds the crops (``cnn``), and every embedding is evaluated with every head
-(``<method>.evaluate``). The deep baselines train end to end on the images (``<algorithm>.train_dg``). Every
-evaluation uses :func:`aecfe.evaluation.evaluate_cross_domain` with the same seeds, so the splits are identical.
+(``<method>.evaluate``). The deep baselines train end to end on each input of ``dg_inputs``: the whole images
+(``<algorithm>.train_dg``, report name ``<algorithm>``) and the detector's crops of the store's labelled cells
+(``<algorithm>_crop.train_dg``, report name ``<algorithm> (crop)``, folder ``methods/<algorithm>_crop``), the
+cells, labels and split groups the heads see (:mod:`aecfe.store.readers`). Every evaluation uses
+:func:`aecfe.evaluation.evaluate_cross_domain` with the same seeds, so the splits are identical (on crops, the
+very splits of the heads).
 
 ==========================  =====================================================================
 method (report name)        features
@@ -48,12 +52,52 @@ FOLD_METHODS: dict[str, str] = {"AE-CFE-DG": "ae_mmd"}
 
 DG_METHODS: tuple[str, ...] = tuple(name for name in ALGORITHM_NAMES if name != "CRT")  # the registry's, less CRT
 
+DG_INPUTS: dict[str, str] = {"image": "whole image", "crop": "detector crop"}
+"""The deep baselines' inputs (``ComparisonConfig.dg_inputs``) -> what the report calls them. The feature
+methods all read the detector's cells (crops or RoI features): their input is ``"detector crop"``."""
+CROP_SUFFIX = " (crop)"
+"""Report name of a deep baseline on crops: ``"ERM (crop)"``; its folder under ``methods/`` is ``ERM_crop``."""
+
 TARGET_DATA: dict[str, str] = {
     **{method: "unlabelled (UDA)" for method, embedding in FEATURE_METHODS.items() if embedding.startswith("ae_")},
     "AE-CFE-DG": "none", "ResNet-RF": "none", "R-CNN-RF": "none",
     **{method: "none" for method in DG_METHODS}, "FewShot": "k labelled per class", "Oracle": "labelled",
 }
+TARGET_DATA.update({f"{method}{CROP_SUFFIX}": TARGET_DATA[method] for method in DG_METHODS})
 """What each method's training saw of the domain it is scored on (LODO: the held-out one)."""
+
+
+def dg_method(algorithm: str, dg_input: str) -> str:
+    """Report name of deep baseline ``algorithm`` on ``dg_input`` (a key of :data:`DG_INPUTS`)."""
+    return algorithm + CROP_SUFFIX if dg_input == "crop" else algorithm
+
+
+def method_folder(method: str) -> str:
+    """Folder of a report name under ``methods/``: ``"ERM (crop)"`` -> ``"ERM_crop"``, others unchanged."""
+    return method[:-len(CROP_SUFFIX)] + "_crop" if method.endswith(CROP_SUFFIX) else method
+
+
+def method_from_folder(folder: str) -> str:
+    """Report name of a folder under ``methods/`` (inverse of :func:`method_folder`)."""
+    base = folder[:-len("_crop")] if folder.endswith("_crop") else None
+    return base + CROP_SUFFIX if base in DG_METHODS else folder
+
+
+def base_method(method: str) -> str:
+    """The method without its input: ``"ERM (crop)"`` -> ``"ERM"``."""
+    return method[:-len(CROP_SUFFIX)] if method.endswith(CROP_SUFFIX) else method
+
+
+def method_input(method: str) -> str:
+    """What ``method`` reads (a value of :data:`DG_INPUTS`): deep baselines by name, feature methods the
+    detector's cells."""
+    return DG_INPUTS["image"] if method in DG_METHODS else DG_INPUTS["crop"]
+
+
+def needs_store(methods: Sequence[str], dg_inputs: Sequence[str]) -> bool:
+    """Whether ``methods`` on ``dg_inputs`` read the cell store (then the detector runs first)."""
+    return any(m in FEATURE_METHODS or m in FOLD_METHODS for m in methods) or (
+        "crop" in dg_inputs and any(m in DG_METHODS for m in methods))
 SYNTHETIC_LABS: tuple[str, ...] = ("lab_a", "lab_b", "lab_c")
 """The labs of :func:`aecfe.synthetic.default_domains`."""
 
@@ -77,6 +121,7 @@ class ComparisonConfig:
         dg_protocols: the protocols the deep baselines run (each trains its own models; Oracle always runs the
             matrix, FewShot leave-one-domain-out).
         dg_seeds: seeds of the deep baselines (None: ``seeds``; each seed trains every model again).
+        dg_inputs: the deep baselines' inputs, keys of :data:`DG_INPUTS` (each trains every model again).
         few_shot_k: labelled target images per class of the few-shot fine-tuning.
         synthetic_n: single-cell images per synthetic lab. detector_seconds: training time of the synthetic
             detector (single-cell images it misses get the centred box).
@@ -104,6 +149,7 @@ class ComparisonConfig:
     synthetic_n: int = 60
     detector_seconds: float = 600
     dg_seeds: Sequence[int] | None = None
+    dg_inputs: Sequence[str] = tuple(DG_INPUTS)
     extract_options: Sequence[str] = ()
     ae_options: Sequence[str] = ()
     dg_options: Sequence[str] = ()
@@ -114,6 +160,8 @@ class ComparisonConfig:
         unknown = sorted(set(self.methods) - set(known))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {known}")
+        if not self.dg_inputs or set(self.dg_inputs) - set(DG_INPUTS):
+            raise ValueError(f"dg_inputs {list(self.dg_inputs)}: choose one or more of {list(DG_INPUTS)}")
 
     @property
     def store(self) -> Path:
@@ -144,7 +192,7 @@ def data_steps(config: ComparisonConfig) -> list[Step]:
         steps.append(Step("data.synthetic", _cli("synthetic_data", "--out", config.out / "data",
                                                  "--n-per-domain", config.synthetic_n),
                           kind="data", method="data"))
-    if config.detector_checkpoint is None and any(m in FEATURE_METHODS or m in FOLD_METHODS for m in config.methods):
+    if config.detector_checkpoint is None and needs_store(config.methods, config.dg_inputs):
         coco = [config.out / "data" / "coco" / lab / "annotations.json" for lab in SYNTHETIC_LABS]
         steps.append(Step("detector.train", _cli("train_detector", *coco, "--out", config.out / "detector",
                                                  "--min-size", 256, "--max-size", 256,
@@ -158,18 +206,22 @@ def detector_checkpoint(config: ComparisonConfig) -> Path:
     return config.detector_checkpoint or config.out / "detector" / "last.pt"
 
 
+def extract_step(config: ComparisonConfig) -> Step:
+    """The detector on every image: the store's cells (RoI features, crops) and the ``rcnn_roi`` embedding."""
+    fallback = ("--fallback", "center") if config.detector_checkpoint is None else ()
+    return Step("extract", _cli("extract_features", "--out", config.store, "--class-folders", config.data_root,
+                                "--detector-checkpoint", detector_checkpoint(config), "--baselines", "rcnn_roi",
+                                "--no-progress", *fallback, *config.extract_options),
+                kind="extraction", method="R-CNN-RF", after=tuple(s.name for s in data_steps(config)))
+
+
 def feature_steps(config: ComparisonConfig) -> list[Step]:
     """Extraction, the CNN embedding, the autoencoders and the evaluation of every chosen feature method."""
     wanted = [m for m in FEATURE_METHODS if m in config.methods]
     folds = [m for m in FOLD_METHODS if m in config.methods]
     if not wanted and not folds:
         return []
-    prerequisites = tuple(s.name for s in data_steps(config))
-    fallback = ("--fallback", "center") if config.detector_checkpoint is None else ()
-    steps = [Step("extract", _cli("extract_features", "--out", config.store, "--class-folders", config.data_root,
-                                  "--detector-checkpoint", detector_checkpoint(config), "--baselines", "rcnn_roi",
-                                  "--no-progress", *fallback, *config.extract_options),
-                  kind="extraction", method="R-CNN-RF", after=prerequisites)]
+    steps = [extract_step(config)]
     if "ResNet-RF" in wanted:
         weights = ("--weights", config.cnn_weights) if config.cnn_weights else ()
         steps.append(Step("cnn", _cli("embed_cnn", config.store, "--backbone", config.cnn_backbone, *weights),
@@ -221,25 +273,37 @@ def _evaluation_step(config: ComparisonConfig, method: str, embedding: str, prot
 
 
 def dg_steps(config: ComparisonConfig) -> list[Step]:
-    """One ``train_dg`` step per deep baseline, both protocols (Oracle: matrix; FewShot: LODO, every k)."""
+    """One ``train_dg`` step per deep baseline and input, both protocols (Oracle: matrix; FewShot: LODO, every
+    k), the same settings on both inputs: the images (``--domains-root``) or the store's crops (``--store``,
+    after ``extract``)."""
     steps = []
-    prerequisites = ("data.synthetic",) if config.domains_root is None else ()
     weights = ("--weights", config.dg_weights) if config.dg_weights else ()
-    for algorithm in (m for m in DG_METHODS if m in config.methods):
-        protocols = ("matrix",) if algorithm == "Oracle" else ("lodo",) if algorithm == "FewShot" \
-            else tuple(config.dg_protocols)
-        steps.append(Step(f"{algorithm}.train_dg",
-                          _cli("train_dg", "--domains-root", config.data_root, "--scheme", config.scheme,
-                               "--algorithm", algorithm, "--protocol", *protocols,
-                               "--seeds", ",".join(map(str, config.dg_seeds or config.seeds)),
-                               "--few-shot-k", ",".join(map(str, config.few_shot_k)),
-                               "--backbone", config.dg_backbone, *weights, "--image-size", config.dg_image_size,
-                               "--steps", config.dg_steps, "--no-confusion-png",
-                               "--out", config.out / "methods" / algorithm, *config.dg_options),
-                          kind="deep baseline", method=algorithm, after=prerequisites))
+    for dg_input in (key for key in DG_INPUTS if key in config.dg_inputs):
+        if dg_input == "crop":
+            data, after = ("--store", config.store), ("extract",)
+        else:
+            data, after = ("--domains-root", config.data_root), ("data.synthetic",) if config.domains_root is None \
+                else ()
+        for algorithm in (m for m in DG_METHODS if m in config.methods):
+            method = dg_method(algorithm, dg_input)
+            protocols = ("matrix",) if algorithm == "Oracle" else ("lodo",) if algorithm == "FewShot" \
+                else tuple(config.dg_protocols)
+            steps.append(Step(f"{method_folder(method)}.train_dg",
+                              _cli("train_dg", *data, "--scheme", config.scheme,
+                                   "--algorithm", algorithm, "--protocol", *protocols,
+                                   "--seeds", ",".join(map(str, config.dg_seeds or config.seeds)),
+                                   "--few-shot-k", ",".join(map(str, config.few_shot_k)),
+                                   "--backbone", config.dg_backbone, *weights, "--image-size", config.dg_image_size,
+                                   "--steps", config.dg_steps, "--no-confusion-png",
+                                   "--out", config.out / "methods" / method_folder(method), *config.dg_options),
+                              kind="deep baseline", method=method, after=after))
     return steps
 
 
 def build_steps(config: ComparisonConfig) -> list[Step]:
-    """Every step of the comparison, in an order that respects their ``after``."""
-    return data_steps(config) + feature_steps(config) + dg_steps(config)
+    """Every step of the comparison, in an order that respects their ``after`` (the extraction once, for the
+    feature methods and the deep baselines on crops)."""
+    features, deep = feature_steps(config), dg_steps(config)
+    if not features and any(step.after == ("extract",) for step in deep):
+        features = [extract_step(config)]
+    return data_steps(config) + features + deep

@@ -9,7 +9,10 @@ Every method's evaluation wrote ``<methods_dir>/<method>/<head>/scores.csv`` (th
 * ``same domain``: scored on the training domain's own test part (``matrix`` / ``test_split`` diagonal);
 * ``LODO``: trained on all other domains, scored on the whole held-out one (``lodo`` / ``whole_domain``),
 
-each the per-seed mean over the pairs, then mean ± std over seeds, in percent.
+each the per-seed mean over the pairs, then mean ± std over seeds, in percent. The deep baselines run on two
+inputs (:data:`aecfe.comparison.plan.DG_INPUTS`): ``ERM`` on whole images, ``ERM (crop)`` (folder ``ERM_crop``)
+on the detector's crops; :func:`input_table` puts the two side by side and the verdict names the best method
+of each input (the feature methods read the detector's cells too).
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from aecfe.comparison.plan import TARGET_DATA
+from aecfe.comparison.plan import (DG_INPUTS, DG_METHODS, TARGET_DATA, base_method, dg_method, method_folder,
+                                   method_from_folder, method_input)
 from aecfe.comparison.steps import StepRecord
 from aecfe.evaluation import COST_COLUMNS
 
@@ -49,7 +53,8 @@ def collect_scores(methods_dir: str | Path) -> pd.DataFrame:
         scores = pd.read_csv(path, keep_default_na=False, na_values={column: [""] for column in COST_COLUMNS})
         if scores.empty:
             continue
-        frames.append(scores.assign(method=path.relative_to(methods_dir).parts[0], head=path.parent.name))
+        method = method_from_folder(path.relative_to(methods_dir).parts[0])
+        frames.append(scores.assign(method=method, head=path.parent.name))
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
@@ -83,11 +88,7 @@ def results_table(scores: pd.DataFrame, metrics: Sequence[str] = REPORT_METRICS)
 def format_table(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """``"mean ± std"`` percent strings of one metric for every report column (the mean alone from a single seed,
     whose std says nothing), ``"—"`` where not run."""
-    def text(cell) -> str:
-        mean, std, n = cell
-        return "—" if n == 0 else f"{100 * mean:.1f}" if n == 1 else f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-    shown = pd.DataFrame({column: table[(column, metric)].map(text) for column in COLUMNS}, index=table.index)
+    shown = pd.DataFrame({column: table[(column, metric)].map(cell_text) for column in COLUMNS}, index=table.index)
     shown = shown.reset_index()
     shown.insert(2, TARGET_COLUMN, [target_data(method, head) for method, head in table.index])
     return shown
@@ -96,11 +97,18 @@ def format_table(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 TARGET_COLUMN = "scored domain in training"
 
 
+def cell_text(cell: tuple[float, float, int]) -> str:
+    """A ``(mean, std, n_seeds)`` cell of :func:`results_table` as percent text: ``"mean ± std"``, the mean
+    alone from a single seed (whose std says nothing), ``"—"`` where not run."""
+    mean, std, n = cell
+    return "—" if n == 0 else f"{100 * mean:.1f}" if n == 1 else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
 def target_data(method: str, head: str) -> str:
     """What (method, head) saw of the domain it is scored on during training (:data:`TARGET_DATA`)."""
     if uses_target_labels(method, head):
         return TARGET_DATA.get(method, "labelled")
-    return "none" if method == "FewShot" else TARGET_DATA.get(method, "?")
+    return "none" if base_method(method) == "FewShot" else TARGET_DATA.get(method, "?")
 
 
 def ranking(table: pd.DataFrame, by: tuple[str, str] = RANK_BY) -> pd.Series:
@@ -113,7 +121,7 @@ def uses_target_labels(method: str, head: str) -> bool:
     """Whether (method, head) trains on labelled images of the domain it is scored on: the Oracle, and the
     few-shot fine-tuning with k > 0 (heads ``<name>_k<k>``)."""
     shots = re.search(r"_k(\d+)$", head)
-    return method == "Oracle" or (shots is not None and int(shots.group(1)) > 0)
+    return base_method(method) == "Oracle" or (shots is not None and int(shots.group(1)) > 0)
 
 
 def verdict(table: pd.DataFrame, reference: str = "AE-CFE", by: tuple[str, str] = RANK_BY) -> list[str]:
@@ -141,7 +149,50 @@ def verdict(table: pd.DataFrame, reference: str = "AE-CFE", by: tuple[str, str] 
                             else ", the best label-free method."))
     if not any(key[0] == reference for key in ranked.index):
         lines.append(f"{reference} has no {by[0]} results in this run.")
+    return lines + input_verdict(ranked)
+
+
+def input_verdict(ranked: pd.Series) -> list[str]:
+    """One sentence per input (:func:`aecfe.comparison.plan.method_input`) that has ranked methods: its best
+    method, and its best one without labels of the scored domain when that differs; only when the ranking
+    holds deep baselines (whose input is a choice)."""
+    if not any(base_method(method) in DG_METHODS for method, _ in ranked.index):
+        return []
+    name = lambda key: f"{key[0]} ({key[1]})"  # noqa: E731
+    lines = []
+    for dg_input in DG_INPUTS.values():
+        mine = ranked[[method_input(method) == dg_input for method, _ in ranked.index]]
+        if mine.empty:
+            continue
+        line = f"Best on the {dg_input} input: {name(mine.index[0])} at {100 * mine.iloc[0]:.1f} %"
+        label_free = mine[[not uses_target_labels(*key) for key in mine.index]]
+        if len(label_free) and label_free.index[0] != mine.index[0]:
+            line += f"; without labels of the held-out domain: {name(label_free.index[0])} at " \
+                    f"{100 * label_free.iloc[0]:.1f} %"
+        lines.append(line + ".")
     return lines
+
+
+def input_table(table: pd.DataFrame, metric: str = "f1_macro") -> pd.DataFrame:
+    """The deep baselines on both inputs side by side: one row per (algorithm, head), per report column the
+    whole-image and the crop score (``"mean ± std"``, as :func:`format_table`), and ``LODO crop − image``
+    (difference of the means, points). Empty when no deep baseline ran."""
+    rows = []
+    for algorithm in DG_METHODS:
+        methods = {key: dg_method(algorithm, key) for key in DG_INPUTS}
+        heads = sorted({head for method, head in table.index if method in methods.values()})
+        for head in heads:
+            cells = {key: table.loc[(method, head)] if (method, head) in table.index else None
+                     for key, method in methods.items()}
+            row = {"algorithm": algorithm, "head": head}
+            for column in ("one -> others", "same domain", "LODO"):
+                for key, label in DG_INPUTS.items():
+                    cell = cells[key]
+                    row[f"{column}: {label}"] = "—" if cell is None else cell_text(cell[(column, metric)])
+            means = [np.nan if cells[key] is None else cells[key][("LODO", metric)][0] for key in DG_INPUTS]
+            row["LODO crop − image"] = "—" if np.isnan(means).any() else f"{100 * (means[1] - means[0]):+.1f}"
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def cost_table(records: Mapping[str, StepRecord]) -> pd.DataFrame:
@@ -180,7 +231,7 @@ def plot_extremes(scores: pd.DataFrame, table: pd.DataFrame, methods_dir: Path, 
     ranked = ranking(table)
     written = []
     for tag, key in (("best", ranked.index[0]), ("worst", ranked.index[-1])) if len(ranked) else ():
-        path = methods_dir / key[0] / key[1] / "confusion.csv"
+        path = methods_dir / method_folder(key[0]) / key[1] / "confusion.csv"
         if not path.exists():
             continue
         tidy = pd.read_csv(path, keep_default_na=False)
@@ -231,6 +282,13 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
             shown = format_table(table, metric)
             shown.to_csv(out_dir / f"results_{metric}.csv", index=False)
             lines += [f"## {metric.replace('_', '-')}", "", shown.to_markdown(index=False), ""]
+        side_by_side = input_table(table)
+        if not side_by_side.empty:
+            side_by_side.to_csv(out_dir / "results_dg_inputs_f1_macro.csv", index=False)
+            lines += ["## Deep baselines: whole image vs detector crop (f1-macro)", "",
+                      "Each deep baseline with the same settings on the whole images and on the detector's crops of "
+                      "the store's labelled cells (the cells, labels and split groups of the feature methods' "
+                      "heads); — = not run on that input.", "", side_by_side.to_markdown(index=False), ""]
         extremes = plot_extremes(scores, table, methods_dir, out_dir)
         if extremes:
             lines += ["## Confusion matrices (LODO, folds and seeds summed)", ""]

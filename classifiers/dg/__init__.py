@@ -8,7 +8,7 @@
   stain augmentation, Reinhard colour transfer and per-image colour jitter.
 * :mod:`~classifiers.dg.data`, :mod:`~classifiers.dg.transforms` — image datasets (and preloading), resumable
   batch plans, what the algorithms' hooks see of their training set (``TrainingData``), training/evaluation
-  transforms.
+  transforms; :mod:`~classifiers.dg.crops` — the detector's cell crops as a dataset.
 * :mod:`~classifiers.dg.training` — the one training loop (checkpoints, resume, SWAD, torchrun) and
   ``predict_dataset``; :mod:`~classifiers.dg.swad` — SWAD with LossValley.
 * :mod:`~classifiers.dg.estimator` — :class:`DGClassifier`, to run the algorithms in
@@ -32,6 +32,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "algorithms": ("ALGORITHMS", "Algorithm", "BoDA", "CORAL", "CRT", "DANN", "ERM", "FewShot", "FewShotFinetune",
                    "Mixup", "Oracle", "SADA", "SelfReg", "build_algorithm", "get_algorithm", "register"),
     "backbones": ("BACKBONES", "Featurizer", "build_featurizer"),
+    "crops": ("CropDataset", "crop_dataset"),
     "color": ("REFERENCE_MEAN", "REFERENCE_STD", "ReinhardTransform", "color_jitter", "reinhard"),
     "data": ("BatchPlan", "ImageDataset", "TrainingData", "few_shot_indices", "preload_images", "steps_for_epochs",
              "synthetic_dataset"),

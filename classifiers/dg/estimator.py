@@ -16,6 +16,10 @@ trains on the sources' 80 % parts, validates on their 20 % parts and scores the 
 (METHODS §8.13's choice for new work). The ``domainbed`` variant scores the held-out domain's 80 % part (to
 compare with the SADA/BoDA tables) but then trains on 64 % of each source. The ``matrix`` protocol's
 diagonal is the oracle (trained on the target's own training part, scored on its test part).
+
+``X`` may be a :class:`~classifiers.dg.crops.CropDataset` of the detector's cell crops: the training
+transforms are then the crop versions (:mod:`classifiers.dg.transforms`) and the validation holdout keeps
+the crops' ``groups`` together, as ``evaluate_cross_domain(..., groups=X.groups)`` does with its splits.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from torch.utils.data import DataLoader
 from aecfe.errors import InputError
 from aecfe.splits import domain_splits
 from classifiers.dg.algorithms import CRT, build_algorithm
+from classifiers.dg.crops import dataset_groups, is_crop_dataset
 from classifiers.dg.data import ImageDataset
 from classifiers.dg.hparams import get_hparams
 from classifiers.dg.training import TrainConfig, predict_dataset, train
@@ -63,7 +68,7 @@ class DGClassifier(ClassifierMixin, BaseEstimator):
             run of ``out_dir``, so a BoDA fit of the same settings is reused.
 
     Fitted attributes: ``classes_``, ``algorithm_`` (the final model), ``history_``, ``train_indices_`` and
-    ``validation_indices_`` (positions in ``X``).
+    ``validation_indices_`` (positions in ``X``), ``crops_`` (whether ``X`` held cell crops).
     """
 
     def __init__(self, algorithm: str = "ERM", hparams: Mapping[str, Any] | None = None,
@@ -92,11 +97,14 @@ class DGClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.unique(y)
         get_hparams(self.algorithm, self.hparams)  # fail early on an unknown algorithm or hyper-parameter
         domains = np.asarray(X.domain_names)[X.domain_ids]
-        data = ImageDataset(X.images, y, domains, classes=tuple(self.classes_.tolist()),
-                            domain_names=X.domain_names)
+        self.crops_ = is_crop_dataset(X)
+        classes = tuple(self.classes_.tolist())
+        data = X.with_labels(y, classes) if self.crops_ else ImageDataset(X.images, y, domains, classes=classes,
+                                                                          domain_names=X.domain_names)
         train_index, val_index = np.arange(len(y)), np.empty(0, dtype=np.int64)
         if self.holdout_fraction > 0:
-            splits = domain_splits(y, domains, self.random_state, self.holdout_fraction).values()
+            splits = domain_splits(y, domains, self.random_state, self.holdout_fraction,
+                                   dataset_groups(X)).values()
             train_index = np.sort(np.concatenate([s.train for s in splits]))
             val_index = np.sort(np.concatenate([s.test for s in splits]))
         if self.algorithm == "CRT":
@@ -123,8 +131,8 @@ class DGClassifier(ClassifierMixin, BaseEstimator):
             algorithm = build_algorithm(name, len(self.classes_), n_domains, overrides)
         hp = algorithm.hparams
         augmentation, size = hp["augmentation"], hp["image_size"]
-        transform = {domain: train_transform(augmentation, size, degrade=domain in self.degrade_domains)
-                     for domain in data.domain_names}
+        transform = {domain: train_transform(augmentation, size, degrade=domain in self.degrade_domains,
+                                             crops=self.crops_) for domain in data.domain_names}
         train_set = data.subset(train_index, transform=transform)
         val_set = data.subset(val_index, transform=eval_transform(augmentation, size)) if len(val_index) else None
         out_dir = None if self.out_dir is None else Path(self.out_dir) / self.run_name(
@@ -137,12 +145,15 @@ class DGClassifier(ClassifierMixin, BaseEstimator):
                  ) -> str:
         """``<algorithm>_seed<random_state>_<domains>_<fingerprint>``: the fingerprint (12 hex digits of a
         SHA-256) covers the full hyper-parameters, the holdout fraction, the degraded domains, the training
-        labels and domains and the training images (their pixels, or their paths), and for CRT its stage 1."""
+        labels and domains and the training images (their pixels, or their paths), for CRT its stage 1, and
+        for cell crops the input (their augmentations differ)."""
         digest = hashlib.sha256()
         settings = {"hparams": dict(hparams), "holdout_fraction": self.holdout_fraction,
                     "degrade_domains": sorted(self.degrade_domains), "classes": [str(c) for c in self.classes_]}
         if name == "CRT":
             settings["stage1"] = get_hparams("BoDA", self._stage1_hparams())
+        if getattr(self, "crops_", False):
+            settings["input"] = "crop"
         digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
         digest.update(np.ascontiguousarray(train_set.targets).tobytes())
         digest.update(np.ascontiguousarray(train_set.domain_ids).tobytes())

@@ -13,7 +13,18 @@ Training (:func:`train_transform`, by the ``augmentation`` hyper-parameter):
   :class:`RandomCenterZoom` (pixel ranges 50-200 and 100-200 at size 224, scaled with size).
 * ``"none"``: resize only.
 
-Evaluation (:func:`eval_transform`): Resize((size, size)), plus Reinhard for the few-shot augmentations.
+``crops=True``: the same recipes for the detector's cell crops (:mod:`classifiers.dg.crops`). A crop is the
+cell's box plus a 10-20 px margin, resized to a square: the cell fills it, centred, at about the same scale in
+every lab, which is much of what makes crops comparable across labs. Two steps assume a whole field and are
+changed: RandomResizedCrop(0.7-1) becomes a plain resize (a 0.7-area crop cuts up to 16 % of each side, into
+the cell's border, which the margin (4-8 % of the side) does not cover, and rescales the cell by up to 1.2x,
+undoing the detector's scale normalisation); the few-shot degradation keeps its resolution loss but drops
+:class:`RandomCenterZoom` (a 2x centre zoom of a crop shows half of the cell: the zoom it simulates, a lab
+imaging at another magnification, is what the detector's crop removes). Flips, rotations, colour jitter, blur,
+grayscale and Reinhard are unchanged (a cell has no up or left; the stain is what they vary).
+
+Evaluation (:func:`eval_transform`): Resize((size, size)), plus Reinhard for the few-shot augmentations (the
+same for crops).
 ImageNet normalisation is the featurizer's job (:mod:`classifiers.dg.backbones`), not the transform's.
 """
 from __future__ import annotations
@@ -58,9 +69,10 @@ def _resize(size: int) -> v2.Resize:
     return v2.Resize((size, size), antialias=True)
 
 
-def train_transform(augmentation: str, size: int = 224, degrade: bool = False):
-    """The training transform named ``augmentation`` (module docstring) at ``size`` pixels."""
-    crop = v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True)
+def train_transform(augmentation: str, size: int = 224, degrade: bool = False, crops: bool = False):
+    """The training transform named ``augmentation`` (module docstring) at ``size`` pixels; ``crops``: its
+    version for cell crops (module docstring: no random resized crop, no centre zoom)."""
+    crop = _resize(size) if crops else v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True)
     if augmentation == "domainbed":
         steps = [crop, v2.RandomHorizontalFlip(), v2.ColorJitter(0.3, 0.3, 0.3, 0.3), v2.RandomGrayscale(0.1)]
     elif augmentation == "boda":
@@ -71,8 +83,9 @@ def train_transform(augmentation: str, size: int = 224, degrade: bool = False):
         steps = [crop, v2.RandomHorizontalFlip()]
     elif augmentation in ("fewshot", "fewshot_target"):
         scale = size / 224  # the paper's pixel ranges are for 224-pixel inputs
-        degradation = [RandomResolutionLoss(size, round(50 * scale), round(200 * scale)),
-                       RandomCenterZoom(size, round(100 * scale), round(200 * scale))]
+        degradation = [RandomResolutionLoss(size, round(50 * scale), round(200 * scale))]
+        if not crops:
+            degradation.append(RandomCenterZoom(size, round(100 * scale), round(200 * scale)))
         steps = (degradation if degrade else []) + [_resize(size), ReinhardTransform()]
     elif augmentation == "none":
         steps = [_resize(size)]

@@ -8,6 +8,10 @@
    (``trainable="all"``, the repo setting, or ``"head"``).
 3. Prediction on every other target image, by the source model (no fine-tuning) and the fine-tuned one, scored
    with :func:`aecfe.metrics.classification_scores`.
+
+On cell crops (:class:`~classifiers.dg.crops.CropDataset`) the transforms are the crop versions (the
+degradation keeps its resolution loss, drops its zoom: :mod:`classifiers.dg.transforms`), and a target cell
+that shares its group (its image, or a byte-identical copy) with a shot is not scored.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from torch.utils.data import DataLoader
 from aecfe.errors import InputError
 from aecfe.metrics import classification_scores
 from classifiers.dg.algorithms import Algorithm, FewShotFinetune, build_algorithm
+from classifiers.dg.crops import dataset_groups, is_crop_dataset
 from classifiers.dg.data import ImageDataset, few_shot_indices
 from classifiers.dg.hparams import get_hparams
 from classifiers.dg.training import TrainConfig, predict_dataset, train
@@ -69,6 +74,7 @@ def few_shot_workflow(dataset: ImageDataset, sources: Sequence[str], target: str
     source_ids = [names.index(s) for s in sources]
     source_index = np.flatnonzero(np.isin(dataset.domain_ids, source_ids))
     target_index = np.flatnonzero(dataset.domain_ids == names.index(target))
+    crops, groups = is_crop_dataset(dataset), dataset_groups(dataset)
 
     def run_config(name: str) -> TrainConfig:
         out_dir = None if config.out_dir is None else Path(config.out_dir) / name
@@ -76,14 +82,17 @@ def few_shot_workflow(dataset: ImageDataset, sources: Sequence[str], target: str
 
     if source is None:
         source_set = dataset.subset(source_index, transform={
-            name: train_transform("fewshot", size, degrade=name in degrade_domains) for name in names})
+            name: train_transform("fewshot", size, degrade=name in degrade_domains, crops=crops)
+            for name in names})
         source = build_algorithm("FewShot", len(dataset.classes), 1, source_hparams)
         source = train(source, source_set, None, run_config("source")).algorithm
 
     finetune_index = few_shot_indices(dataset.targets, shots, seed, candidates=target_index)
     test_index = np.setdiff1d(target_index, finetune_index)
+    if groups is not None:  # no scored cell from the image (or an identical copy) of a shot
+        test_index = test_index[~np.isin(groups[test_index], groups[finetune_index])]
     finetuned = FewShotFinetune.from_algorithm(source, {"trainable": trainable, **(finetune_hparams or {})})
-    finetune_set = dataset.subset(finetune_index, transform=train_transform("fewshot_target", size))
+    finetune_set = dataset.subset(finetune_index, transform=train_transform("fewshot_target", size, crops=crops))
     finetuned = train(finetuned, finetune_set, None, run_config("finetune")).algorithm
 
     loader = DataLoader(dataset.subset(test_index, transform=eval_transform("fewshot", size)),
