@@ -105,31 +105,6 @@ def config_from_args(args: argparse.Namespace) -> ComparisonConfig:
     return ComparisonConfig(out=args.out, domains_root=root, **values)
 
 
-def report_figures(config: ComparisonConfig) -> dict[str, Path]:
-    """UMAPs of the embeddings before (``ae_none``) and after (``ae_mmd``) alignment, and the last
-    reconstruction grid of each autoencoder run, as report name -> PNG."""
-    from aecfe.plots import plot_embedding
-    from aecfe.store import CellStore
-
-    figures: dict[str, Path] = {}
-    if config.store.exists():
-        umap_dir = config.out / "umap"
-        with CellStore.open(config.store) as store:
-            names = store.embedding_names()
-            for embedding, when in (("rcnn_roi", "RoI features"), ("ae_none", "before alignment"),
-                                    ("ae_mmd", "after alignment (mmd)")):
-                if embedding in names and store.embedding_progress(embedding) == len(store):
-                    X, y, domains = store.arrays(embedding)
-                    plot_embedding(X, domains, y, umap_dir, prefix=embedding)
-                    for by in ("domain", "class"):
-                        figures[f"UMAP {when} ({embedding}) by {by}"] = umap_dir / f"{embedding}_by_{by}.png"
-    for run in sorted((config.out / "autoencoders").glob("*")):
-        grids = sorted(run.glob("reconstructions_*.png"))
-        if grids:
-            figures[f"reconstructions ae_{run.name}"] = grids[-1]
-    return figures
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -141,7 +116,8 @@ def main(argv=None) -> int:
     if args.report_only:
         finished = {p.stem: StepRecord.load(p) for p in (config.out / "steps").glob("*.json")}
         records = {step.name: finished[step.name] for step in steps if step.name in finished}
-    from aecfe.comparison.report import write_report  # pandas & co. only now: the steps' parent stays small
+    # pandas & co. only now: the steps' parent stays small
+    from aecfe.comparison.report import report_figures, write_report
 
     command = shlex.join(["python", "scripts/compare.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_report(config.out / "report", config.out / "methods", records,

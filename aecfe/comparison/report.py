@@ -316,3 +316,29 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
     path.write_text("\n".join(lines), encoding="utf-8")
     logger.info("report: %s", path)
     return path
+
+
+def report_figures(config) -> dict[str, Path]:
+    """UMAPs of the embeddings before (``ae_none``) and after (``ae_mmd``) alignment, and the last
+    reconstruction grid of each autoencoder run, as report name -> PNG (``config``: a
+    :class:`~aecfe.comparison.plan.ComparisonConfig`)."""
+    from aecfe.plots import plot_embedding
+    from aecfe.store import CellStore
+
+    figures: dict[str, Path] = {}
+    if config.store.exists():
+        umap_dir = config.out / "umap"
+        with CellStore.open(config.store) as store:
+            names = store.embedding_names()
+            for embedding, when in (("rcnn_roi", "RoI features"), ("ae_none", "before alignment"),
+                                    ("ae_mmd", "after alignment (mmd)")):
+                if embedding in names and store.embedding_progress(embedding) == len(store):
+                    X, y, domains = store.arrays(embedding)
+                    plot_embedding(X, domains, y, umap_dir, prefix=embedding)
+                    for by in ("domain", "class"):
+                        figures[f"UMAP {when} ({embedding}) by {by}"] = umap_dir / f"{embedding}_by_{by}.png"
+    for run in sorted((config.out / "autoencoders").glob("*")):
+        grids = sorted(run.glob("reconstructions_*.png"))
+        if grids:
+            figures[f"reconstructions ae_{run.name}"] = grids[-1]
+    return figures
