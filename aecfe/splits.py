@@ -7,6 +7,10 @@ unstratified (the reason is logged and kept in :attr:`DomainSplit.reason`). The 
 on (seed, domain name, that domain's labels), not on the other domains. With ``groups`` (one key per sample)
 each group is split as one unit (see :func:`domain_splits`).
 
+Few-shot: :func:`few_shot_selection` picks the k labelled groups (images) per class of a held-out domain from a
+seed and the groups' keys alone, the one selection of every few-shot method (``aecfe-adapt --shots``, the
+embedding-head few-shot rows, the deep few-shot fine-tuning on crops).
+
 Example::
 
     splits = domain_splits(y, domains, seed=0)          # {domain: DomainSplit(train=..., test=...)}
@@ -15,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import zlib
@@ -113,3 +118,47 @@ def _unstratified_reason(labels: np.ndarray, test_size: float) -> str:
     if min(n_test, n - n_test) < len(counts):
         return f"a {n_test}/{n - n_test} test/train split cannot hold all {len(counts)} classes"
     return ""
+
+
+SHOT_SELECTION = "per class, the k group keys of smallest sha256('<seed>:<key>')"
+"""How :func:`few_shot_selection` picks the labelled cells of a held-out domain (recorded with results)."""
+
+
+def shot_rank(seed: int, key: str) -> str:
+    """The rank key of a sample's group ``key`` under ``seed``: hex sha256 of ``"<seed>:<key>"`` (stable across
+    runs, machines and the order of the data)."""
+    return hashlib.sha256(f"{int(seed)}:{key}".encode("utf-8")).hexdigest()
+
+
+def few_shot_selection(labels, k: int, seed: int = 0, *, keys=None, candidates=None) -> np.ndarray:
+    """The k labelled samples per class of a held-out domain that every few-shot method uses (sorted int64
+    indices): the one selection shared by ``aecfe-adapt``, the embedding-head few-shot rows and the deep few-shot
+    fine-tuning on crops, so all of them see the same k labelled cells.
+
+    Args:
+        labels: (N,) class labels (any hashable; compared as given).
+        k: groups per class (>= 1); a class with fewer groups gives all of them.
+        seed: the selection seed.
+        keys: (N,) group keys, e.g. each cell's image content hash (:meth:`aecfe.store.CellStore.cell_groups`);
+            None = each sample is its own group, keyed by its index (then the choice depends on the order).
+        candidates: indices to choose among (default all), e.g. the held-out domain's samples.
+
+    Rule (:data:`SHOT_SELECTION`): for every class c, the groups holding a candidate of class c are ranked by
+    :func:`shot_rank` (seed, key) (ties by key) and the first k taken; every candidate of class c in those groups
+    is returned. The choice depends only on (seed, the keys and labels of the candidates), never on their order,
+    so a store's cells and a crop dataset of the same images, in any order, give the same groups. With keys that
+    are image content hashes, k groups are k images: k cells per class for single-cell images.
+    """
+    if k < 1:
+        raise InputError(f"shots per class must be >= 1, got {k}")
+    labels = np.asarray(labels)
+    pool = np.arange(len(labels)) if candidates is None else np.asarray(candidates, dtype=np.int64)
+    keys = np.arange(len(labels)).astype(str) if keys is None else np.asarray(keys).astype(str)
+    if len(keys) != len(labels):
+        raise InputError(f"keys has {len(keys)} entries for {len(labels)} labels")
+    chosen = []
+    for label in sorted(set(labels[pool].tolist()), key=str):
+        members = pool[labels[pool] == label]
+        groups = sorted(set(keys[members].tolist()), key=lambda key: (shot_rank(seed, key), key))[:k]
+        chosen.append(members[np.isin(keys[members], groups)])
+    return np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.empty(0, dtype=np.int64)

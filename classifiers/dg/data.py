@@ -281,11 +281,21 @@ def preload_images(paths: Sequence[str | Path], size: int, progress: bool = True
 
 
 def few_shot_indices(labels: Sequence[Any], shots_per_class: int, seed: int = 0,
-                     candidates: Sequence[int] | None = None) -> np.ndarray:
-    """Sorted indices of at most ``shots_per_class`` samples of every class (all of a rarer class), drawn
-    uniformly without replacement by ``default_rng(seed)`` among ``candidates`` (default: all)."""
+                     candidates: Sequence[int] | None = None, keys: Sequence[Any] | None = None) -> np.ndarray:
+    """Sorted indices of at most ``shots_per_class`` samples of every class (all of a rarer class) among
+    ``candidates`` (default: all).
+
+    With ``keys`` (N,) (group keys, e.g. the image content hash of each crop): the shared selection
+    :func:`aecfe.splits.few_shot_selection` (k groups per class ranked by a hash of seed and key, independent of
+    the data's order: the same cells the embedding heads and ``aecfe-adapt`` get). Without keys (whole images):
+    drawn uniformly without replacement by ``default_rng(seed)`` (depends on the dataset's order).
+    """
     if shots_per_class < 1:
         raise InputError(f"shots_per_class must be >= 1, got {shots_per_class}")
+    if keys is not None:
+        from aecfe.splits import few_shot_selection
+
+        return few_shot_selection(labels, shots_per_class, seed, keys=keys, candidates=candidates)
     labels = np.asarray(labels)
     pool = np.arange(len(labels)) if candidates is None else np.asarray(candidates, dtype=np.int64)
     rng = np.random.default_rng(seed)

@@ -4,7 +4,9 @@
    Reinhard-normalised to the fixed reference statistics, ``degrade_domains`` (the high-quality source) degraded
    in resolution and zoom.
 2. At most ``shots_per_class`` labelled target images per class, drawn class-stratified
-   (:func:`~classifiers.dg.data.few_shot_indices`); fine-tuning of a copy of the source model on them
+   (:func:`~classifiers.dg.data.few_shot_indices`; on crops with groups the shared selection
+   :func:`aecfe.splits.few_shot_selection`, the same cells as the embedding heads' few-shot rows and
+   ``aecfe-adapt --shots``; on whole images a seeded draw over the dataset's order); fine-tuning of a copy of the source model on them
    (``trainable="all"``, the repo setting, or ``"head"``).
 3. Prediction on every other target image, by the source model (no fine-tuning) and the fine-tuned one, scored
    with :func:`aecfe.metrics.classification_scores`.
@@ -87,7 +89,7 @@ def few_shot_workflow(dataset: ImageDataset, sources: Sequence[str], target: str
         source = build_algorithm("FewShot", len(dataset.classes), 1, source_hparams)
         source = train(source, source_set, None, run_config("source")).algorithm
 
-    finetune_index = few_shot_indices(dataset.targets, shots, seed, candidates=target_index)
+    finetune_index = few_shot_indices(dataset.targets, shots, seed, candidates=target_index, keys=groups)
     test_index = np.setdiff1d(target_index, finetune_index)
     if groups is not None:  # no scored cell from the image (or an identical copy) of a shot
         test_index = test_index[~np.isin(groups[test_index], groups[finetune_index])]
