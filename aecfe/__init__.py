@@ -26,7 +26,8 @@ lazy ones included, and that nothing outside :mod:`aecfe.cli` imports it). Modul
    protocols and tables), :mod:`aecfe.plots`, :mod:`aecfe.bundle` (a trained classifier as one verified folder),
    :mod:`aecfe.classifier_training` (store -> bundle with validation scores), :mod:`aecfe.prediction` (bundle +
    new images -> per-cell classes and differential counts; :mod:`aecfe.cell_figures`: overlays, gallery),
-   :mod:`aecfe.export` (AnnData).
+   :mod:`aecfe.export` (AnnData), :mod:`aecfe.adaptation` (a bundle adapted to a new lab: its unlabelled cells
+   train the autoencoder on, the head is refitted), :mod:`aecfe.few_shot` (the embedding heads' few-shot rows).
 5. **programs** — :mod:`aecfe.cli`: each ``aecfe/cli/NAME.py`` a parser and a call into layer 4
    (``python -m aecfe.cli NAME``).
 """

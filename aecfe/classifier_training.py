@@ -35,11 +35,14 @@ from aecfe.taxonomy import CANONICAL, relabel
 logger = logging.getLogger(__name__)
 
 
-def labelled_cells(store: CellStore, embedding: str, scheme: str = CANONICAL,
-                   label_dataset: str | None = CANONICAL) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(X, y, domains, groups)`` of the store's cells labelled under ``scheme`` (unlabelled cells and labels
-    the scheme drops are left out, counted in the log). X (N, D) float32; y, domains, groups (N,) str."""
-    X, y, domains = store.arrays(embedding)
+def labelled_rows(store: CellStore, scheme: str = CANONICAL, label_dataset: str | None = CANONICAL
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, y, domains, groups)`` of the store's cells labelled under ``scheme``: rows (N,) int64 cell ids;
+    y, domains, groups (N,) str (unlabelled cells and labels the scheme drops are left out, counted in the log;
+    groups: :meth:`~aecfe.store.CellStore.cell_groups`). :class:`InputError` when none is left."""
+    cells = store.cells()
+    y = cells["label"].fillna(MISSING_LABEL).to_numpy(dtype=str)
+    domains = cells["domain"].to_numpy(dtype=str)
     groups = store.cell_groups()
     keep = y != MISSING_LABEL
     y = np.asarray(relabel(y[keep], domains[keep], scheme, label_dataset), dtype=object)
@@ -47,9 +50,18 @@ def labelled_cells(store: CellStore, embedding: str, scheme: str = CANONICAL,
     logger.info("%s: %d cells, %d labelled, %d kept under scheme %r", store.path, len(keep), int(keep.sum()),
                 len(kept), scheme)
     if len(kept) == 0:
-        raise InputError(f"{store.path}: no labelled cells under scheme {scheme!r} in embedding {embedding!r}")
+        raise InputError(f"{store.path}: no labelled cells under scheme {scheme!r}")
     labels = np.asarray([label for label in y if label is not None], dtype=str)
-    return X[kept], labels, domains[kept], groups[kept]
+    return kept.astype(np.int64), labels, domains[kept], groups[kept]
+
+
+def labelled_cells(store: CellStore, embedding: str, scheme: str = CANONICAL,
+                   label_dataset: str | None = CANONICAL) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(X, y, domains, groups)`` of the store's cells labelled under ``scheme`` (:func:`labelled_rows`).
+    X (N, D) float32; y, domains, groups (N,) str."""
+    X = store.embedding(embedding)
+    rows, labels, domains, groups = labelled_rows(store, scheme, label_dataset)
+    return X[rows], labels, domains, groups
 
 
 def validation_scores(make_head, X, y, domains, groups, seed: int = 0, test_size: float = 0.2) -> dict:

@@ -26,7 +26,7 @@ LAYERS = {
     "aecfe.autoencoding": APPLICATION, "aecfe.comparison": APPLICATION, "aecfe.plots": APPLICATION,
     "aecfe.demo": APPLICATION, "aecfe.dg_baselines": APPLICATION, "aecfe.bundle": APPLICATION,
     "aecfe.classifier_training": APPLICATION, "aecfe.prediction": APPLICATION, "aecfe.cell_figures": APPLICATION,
-    "aecfe.export": APPLICATION,
+    "aecfe.export": APPLICATION, "aecfe.adaptation": APPLICATION, "aecfe.few_shot": APPLICATION,
     "aecfe.cli": PROGRAMS,
 }
 

@@ -152,3 +152,49 @@ def key_value(text: str) -> tuple[str, object]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def _named_dir(text: str) -> tuple[str | None, Path]:
+    name, sep, path = text.partition("=")
+    return (name, Path(path)) if sep and name and path else (None, Path(text))
+
+
+def _named_path(text: str) -> tuple[str, Path]:
+    from aecfe.errors import InputError
+    from aecfe.pipeline import parse_named_path
+
+    try:
+        return parse_named_path(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def add_image_inputs(parser: argparse.ArgumentParser) -> None:
+    """The image inputs of the programs that take new images (``aecfe-predict``, ``aecfe-adapt``), repeatable and
+    combinable; :func:`image_inputs` turns them into :func:`aecfe.prediction.collect_inputs`' arguments."""
+    inputs = parser.add_argument_group("inputs (repeatable)")
+    inputs.add_argument("--images", type=_named_dir, action="append", default=[], metavar="[NAME=]DIR",
+                        help="every image under DIR, unlabelled")
+    inputs.add_argument("--class-folders", type=Path, action="append", default=[], metavar="DIR",
+                        help="DIR/<domain>/<class>/<image>")
+    inputs.add_argument("--domain", type=_named_path, action="append", default=[], metavar="NAME=DIR",
+                        help="one domain's DIR/<class>/<image>")
+    inputs.add_argument("--coco", type=_named_path, action="append", default=[], metavar="NAME=JSON")
+    inputs.add_argument("--files", type=Path, action="append", default=[], metavar="LIST",
+                        help="text file: one image path per line [<TAB>domain[<TAB>label]]")
+    inputs.add_argument("--fields", action="store_true", help="images are fields with several cells, not crops")
+    inputs.add_argument("--allow-outside-paths", action="store_true",
+                        help="accept COCO file_name entries outside the annotation file's folder")
+
+
+def image_inputs(args: argparse.Namespace) -> dict:
+    """Keyword arguments of :func:`aecfe.prediction.collect_inputs` from :func:`add_image_inputs`' options."""
+    return {"class_folders": args.class_folders, "domains": args.domain, "coco": args.coco, "files": args.files,
+            "folders": args.images, "fields": args.fields, "allow_outside_paths": args.allow_outside_paths}
+
+
+def add_device(parser, help_suffix: str = "") -> None:
+    """``--device``: cpu, cuda, cuda:N, mps; default (None) the GPU if present, else the CPU
+    (:func:`aecfe.devices.resolve_device`, which the program calls with the value)."""
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the GPU if present, else the CPU)"
+                        + help_suffix)

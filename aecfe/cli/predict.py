@@ -22,22 +22,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from aecfe.cli import EXIT_NOTHING_PROCESSED, command, nonnegative_int, positive_int, probability, run_program
-
-
-def _named_dir(text: str) -> tuple[str | None, Path]:
-    name, sep, path = text.partition("=")
-    return (name, Path(path)) if sep and name and path else (None, Path(text))
-
-
-def _named_path(text: str) -> tuple[str, Path]:
-    from aecfe.errors import InputError
-    from aecfe.pipeline import parse_named_path
-
-    try:
-        return parse_named_path(text)
-    except InputError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
+from aecfe.cli import (EXIT_NOTHING_PROCESSED, add_device, add_image_inputs, command, image_inputs, nonnegative_int,
+                       positive_int, probability, run_program)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,22 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("bundle", type=Path, help="model bundle folder (aecfe-train-classifier)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (holds the resumable cell store)")
-    inputs = parser.add_argument_group("inputs (repeatable)")
-    inputs.add_argument("--images", type=_named_dir, action="append", default=[], metavar="[NAME=]DIR",
-                        help="every image under DIR, unlabelled")
-    inputs.add_argument("--class-folders", type=Path, action="append", default=[], metavar="DIR",
-                        help="DIR/<domain>/<class>/<image>")
-    inputs.add_argument("--domain", type=_named_path, action="append", default=[], metavar="NAME=DIR",
-                        help="one domain's DIR/<class>/<image>")
-    inputs.add_argument("--coco", type=_named_path, action="append", default=[], metavar="NAME=JSON")
-    inputs.add_argument("--files", type=Path, action="append", default=[], metavar="LIST",
-                        help="text file: one image path per line [<TAB>domain[<TAB>label]]")
-    inputs.add_argument("--fields", action="store_true", help="images are fields with several cells, not crops")
-    inputs.add_argument("--allow-outside-paths", action="store_true",
-                        help="accept COCO file_name entries outside the annotation file's folder")
+    add_image_inputs(parser)
     parser.add_argument("--uncertain-below", type=probability, default=0.5,
                         help="flag cells whose predicted class has a lower probability")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: the GPU if present, else the CPU)")
+    add_device(parser)
     parser.add_argument("--batch-size", type=positive_int, default=4, help="images per detector call")
     parser.add_argument("--encode-batch", type=positive_int, default=256, help="cells per embedder call")
     parser.add_argument("--max-overlays", type=nonnegative_int, default=20, help="field overlays to draw")
@@ -83,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     bundle = load_bundle(args.bundle)
-    listing = collect_inputs(class_folders=args.class_folders, domains=args.domain, coco=args.coco,
-                             files=args.files, folders=args.images, fields=args.fields,
-                             allow_outside_paths=args.allow_outside_paths)
+    listing = collect_inputs(**image_inputs(args))
     result = predict_images(bundle, listing, args.out, device=resolve_device(args.device),
                             uncertain_below=args.uncertain_below, batch_size=args.batch_size,
                             encode_batch=args.encode_batch, max_overlays=args.max_overlays,

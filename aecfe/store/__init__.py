@@ -24,7 +24,8 @@ from aecfe.store.roi import FALLBACK_REASON, RoiStageReport, write_roi_stage
 from aecfe.store.runs import (create_run_store, extraction_report, format_report, open_existing_store,
                               open_or_create_store, report_path, store_report, write_report)
 
-_TRAINING = ("BYTES_PER_CELL", "StoreCells", "domain_ids", "load_training_cells")
+_TRAINING = ("BYTES_PER_CELL", "JoinedCells", "StoreCells", "domain_ids", "load_joined_training_cells",
+             "load_training_cells")
 
 
 def __getattr__(name: str):

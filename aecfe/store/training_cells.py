@@ -11,7 +11,9 @@ Both kinds serve :class:`extractors.trainer.AutoencoderTrainer` through the same
   store (h5py reads the rows' chunks: one cell per chunk, gzip). Memory does not grow with the number of cells;
   a batch of 64 reads ~10 MB. The cheap path (``features``) reads no crops.
 
-:func:`load_training_cells` picks one by the ``max_memory_gb`` budget.
+:func:`load_training_cells` picks one by the ``max_memory_gb`` budget. :func:`load_joined_training_cells` joins a
+source store's cells and a new lab's store (one more domain, labels hidden) as one set (:class:`JoinedCells`), the
+training data of ``aecfe-adapt``.
 """
 from __future__ import annotations
 
@@ -140,3 +142,74 @@ def load_training_cells(store_path: str | Path, *, max_cells: int | None = None,
             roi[block] = store.roi(rows[block])
         crops = store.crops(rows)
     return RoiCropDataset(roi, crops, domains, labels), order
+
+
+class JoinedCells:
+    """Several training sets (:class:`~extractors.trainer.RoiCropDataset` / :class:`StoreCells`, e.g. of two
+    stores) as one, with the domain and label ids given here (``domains`` / ``labels``: one (n_i,) int64 array per
+    part, replacing the parts' own). Rows count through the parts in order; :meth:`batch` / :meth:`features`
+    return the rows in the order asked, whatever parts they come from. Same interface as the parts."""
+
+    def __init__(self, parts, domains, labels):
+        self.parts = list(parts)
+        sizes = [len(part) for part in self.parts]
+        if [len(d) for d in domains] != sizes or [len(l) for l in labels] != sizes:
+            raise InputError(f"domain and label ids must match the parts' sizes {sizes}")
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.domains = torch.as_tensor(np.concatenate(domains).astype(np.int64))
+        self.labels = np.concatenate(labels).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_domains(self) -> int:
+        return int(self.domains.max()) + 1
+
+    def _gather(self, indices, crops: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+        index = np.asarray(indices, dtype=np.int64)
+        part_of = np.searchsorted(self.offsets, index, side="right") - 1
+        roi, crop = [None] * len(index), [None] * len(index)
+        for p in np.unique(part_of):
+            where = np.flatnonzero(part_of == p)
+            local = index[where] - self.offsets[p]
+            r, c, _ = self.parts[p].batch(local) if crops else self.parts[p].features(local)
+            for j, position in enumerate(where):
+                roi[position] = r[j]
+                crop[position] = c[j] if crops else None
+        return (torch.stack(roi).float(), torch.stack(crop) if crops else None,
+                self.domains[torch.as_tensor(index)])
+
+    def batch(self, indices) -> tuple[Tensor, Tensor, Tensor]:
+        return self._gather(indices, True)
+
+    def features(self, indices) -> tuple[Tensor, None, Tensor]:
+        return self._gather(indices, False)
+
+    def close(self) -> None:
+        for part in self.parts:
+            if isinstance(part, StoreCells):
+                part.close()
+
+
+def load_joined_training_cells(source_path: str | Path, target_path: str | Path, *, source: str | None = None,
+                               target_domain: str = "target", max_memory_gb: float = 2.0,
+                               stream: bool | None = None, seed: int = 0) -> tuple[JoinedCells, list[str]]:
+    """The cells of a source store (its domains, ``source`` first as id 0, the rest sorted, labelled for the
+    probe) and every cell of a target store as one more domain ``target_domain`` (id K, the last; its labels
+    are hidden: −1), as one training set (:class:`JoinedCells`); returns it and the domain names in id order.
+    The memory budget is split between the two stores in proportion to their cells."""
+    with CellStore.open(source_path, "r") as store_s, CellStore.open(target_path, "r") as store_t:
+        n_s, n_t = len(store_s), len(store_t)
+    if n_t == 0:
+        raise InputError(f"{target_path}: the store holds no cells to adapt to")
+    share = n_s / max(n_s + n_t, 1)
+    source_part, names = load_training_cells(source_path, source=source, seed=seed, stream=stream,
+                                             max_memory_gb=max_memory_gb * share)
+    target_part, _ = load_training_cells(target_path, seed=seed, stream=stream,
+                                         max_memory_gb=max_memory_gb * (1 - share))
+    if target_domain in names:
+        raise InputError(f"{target_path}: the new domain's name {target_domain!r} is a domain of {source_path}")
+    domains = [source_part.domains.numpy(), np.full(len(target_part), len(names), dtype=np.int64)]
+    labels = [np.asarray(source_part.labels), np.full(len(target_part), -1, dtype=np.int64)]
+    return JoinedCells([source_part, target_part], domains, labels), [*names, target_domain]
