@@ -8,10 +8,11 @@ train it.
 2. **continue training** the bundle's autoencoder (its weights; a fresh optimizer) on the source training store's
    cells plus every new-lab cell, the new lab being one more domain (id K after the K source domains, the source's
    alignment source staying id 0): the alignment loss pulls the new lab's codes onto the source's
-   (:func:`aecfe.store.training_cells.load_joined_training_cells`; the new lab's labels, if any, are hidden);
-   run folder ``autoencoder/`` (``checkpoint.pt``, curves);
+   (:func:`aecfe.store.training_cells.load_joined_training_cells`; the new lab's labels, if any, are
+   hidden); run folder ``autoencoder/`` (``checkpoint.pt``, curves);
 3. **re-encode** both stores with the adapted autoencoder (the new lab's codes are written into ``cells.h5`` as
-   ``<embedding>_adapted_<first 8 hex of the checkpoint's SHA-256>``; the source's are computed in memory, the source store is only read);
+   ``<embedding>_adapted_<first 8 hex of the checkpoint's SHA-256>``; the source's are computed in memory, the
+   source store is only read);
 4. **refit** a fresh copy of the bundle's head (same class and hyper-parameters) on the source's labelled cells
    in the bundle's label scheme, plus labelled new-lab cells: those of ``labels_file`` (``bundle/``), or, to
    measure, the k labelled cells per class of :func:`aecfe.splits.few_shot_selection` for each k of ``shots``
@@ -329,8 +330,8 @@ def adapt_bundle(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *,
         "adapted": True, "adapted_from": {"bundle": str(Path(bundle.path).resolve()),
                                           "manifest_sha256": sha256_file(Path(bundle.path) / "manifest.json"),
                                           "embedding": bundle.embedding_name},
-        "adapted_on": {"images": len(listing.images), "sources": list(listing.sources), "store": str(store_path.resolve()),
-                       "cells": int(len(cells))},
+        "adapted_on": {"images": len(listing.images), "sources": list(listing.sources),
+                       "store": str(store_path.resolve()), "cells": int(len(cells))},
         "training_store": str(source_store.resolve()), "training_store_sha256": sha256_file(source_store),
         "training_store_matches_bundle": bool(source_matches), "embedding": adapted_name,
         "autoencoder": {"epochs": epochs, "options": dict(trainer_options or {}), "domains": domain_names},

@@ -8,7 +8,8 @@ scored on the target's cells outside the shots' groups (no cell of a shot's imag
 scored). ``k = 0`` is plain leave-one-domain-out (no shot, the whole target scored). The results are
 :class:`~aecfe.evaluation.CrossDomainResult` s (protocol ``lodo`` / ``whole_domain``, ``test_part``
 ``all_but_<k>_shots_per_class``), one per k, named ``<head>_k<k>``; written with ``to_files`` under
-``<methods_dir>/<method>/<head>_k<k>/`` the comparison report shows them (:func:`aecfe.comparison.report.few_shot_table`).
+``<methods_dir>/<method>/<head>_k<k>/`` the comparison report shows them
+(:func:`aecfe.comparison.report.few_shot_table`).
 
 Example::
 
@@ -99,3 +100,26 @@ def few_shot_heads(X, y, domains, groups, head: str | Callable[..., Any] = "rf",
         rows, y, domains, f"{head_name}_k{k}",
         {"head_params": dict(head_params or {}), "shots": k, "shot_selection": SHOT_SELECTION,
          "fit_s_total": round(seconds[k], 3)}) for k, rows in predictions.items()}
+
+
+def run_few_shot_rows(X, y, domains, groups, out_dir, *, heads: Sequence[str] = ("rf",),
+                      head_params: Mapping[str, Mapping] | None = None, shots: Sequence[int] = DEFAULT_SHOTS,
+                      seeds: Sequence[int] = (0,), held_out: Sequence[str] | None = None
+                      ) -> dict[str, CrossDomainResult]:
+    """:func:`few_shot_heads` for every head; each result's files (``to_files``) under ``out_dir/<head>_k<k>/``,
+    where the comparison report collects them. Samples without a label are left out; ``groups`` None: every cell
+    its own group."""
+    from pathlib import Path
+
+    y = np.asarray(y, dtype=object)
+    labelled = np.array([isinstance(label, str) and label != "" for label in y], dtype=bool)
+    X, y, domains = np.asarray(X)[labelled], y[labelled].astype(str), np.asarray(domains).astype(str)[labelled]
+    groups = np.arange(len(labelled)).astype(str)[labelled] if groups is None else np.asarray(groups)[labelled]
+    results = {}
+    for head in heads:
+        found = few_shot_heads(X, y, domains, groups, head, head_params=(head_params or {}).get(head), shots=shots,
+                               seeds=seeds, held_out=held_out)
+        for name, result in found.items():
+            result.to_files(Path(out_dir) / name)
+        results.update(found)
+    return results

@@ -129,6 +129,9 @@ def test_plan_orders_dependencies_and_shares_seeds(tmp_path):
             assert step.command[step.command.index("--seeds") + 1:][:2] == ("0", "1")
     few_shot = next(step for step in steps if step.name == "FewShot.train_dg")
     assert few_shot.command[few_shot.command.index("--protocol") + 1] == "lodo"
+    rows = next(step for step in steps if step.name == "ae_mmd.few_shot")  # the heads' few-shot rows beside it
+    assert rows.command[rows.command.index("--few-shot-k") + 1] == "5,10,20" and str(tmp_path / "methods" / "AE-CFE") \
+        in rows.command
     with pytest.raises(ValueError, match="unknown methods"):
         ComparisonConfig(out=tmp_path, methods=("AE-XYZ",))
 

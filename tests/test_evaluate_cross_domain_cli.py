@@ -74,3 +74,8 @@ def test_main_on_a_cell_store(tmp_path):
                  "--seeds", "0", "--protocol", "lodo", "--no-umap", "--no-confusion-png"]) == 0
     assert (tmp_path / "roi" / "linear" / "summary_lodo_whole_domain_f1_macro.csv").is_file()
     assert main([str(path), "--out", str(out), "--features", "missing", "--no-umap"]) == 2
+    assert main([str(path), "--out", str(tmp_path / "shots"), "--features", "ae", "--head", "linear", "--seeds", "0",
+                 "--few-shot-k", "0,2", "--scheme", "five", "--label-dataset", "canonical"]) == 0
+    shots = pd.read_csv(tmp_path / "shots" / "linear_k2" / "scores.csv")  # only the few-shot rows ran
+    assert sorted((tmp_path / "shots").iterdir()) == [tmp_path / "shots" / "linear_k0", tmp_path / "shots" / "linear_k2"]
+    assert set(shots["test_part"]) == {"all_but_2_shots_per_class"} and len(shots) == 2  # one row per held-out lab

@@ -17,7 +17,9 @@ one image and byte-identical copies of it stay on one side of each domain's spli
 are counted in the report (:mod:`aecfe.evaluation`, "Groups"). ``--no-groups`` splits cell by cell.
 
 Written under ``--out`` by :func:`aecfe.reporting.run_evaluation`: per head ``<head>/`` (tables, confusion PNGs),
-``summary.md`` (headline tables of every head), ``umap_by_domain.png`` and ``umap_by_class.png``.
+``summary.md`` (headline tables of every head), ``umap_by_domain.png`` and ``umap_by_class.png``. With
+``--few-shot-k 5,10,20`` only the few-shot rows run instead (:mod:`aecfe.few_shot`: the k labelled cells per class
+of the held-out domain by :func:`aecfe.splits.few_shot_selection`), into ``<head>_k<k>/``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from aecfe.cli import key_value, open_fraction
+from aecfe.cli import int_list, key_value, open_fraction
 from aecfe.errors import AecfeError, InputError
 from aecfe.evaluation import PROTOCOLS, VARIANTS
 from aecfe.reporting import run_evaluation
@@ -98,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-groups", action="store_true",
                         help="split cell by cell instead of keeping each image (and its byte-identical copies) on "
                              "one side of each split")
+    parser.add_argument("--few-shot-k", type=int_list, metavar="K,...",
+                        help="instead of the protocols: leave-one-domain-out with k labelled cells per class of the "
+                             "held-out domain in each head's training set (aecfe.few_shot), heads <head>_k<k>/")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP figures")
     parser.add_argument("--umap-max-points", type=int, default=5000)
     parser.add_argument("--no-confusion-png", action="store_true", help="skip the confusion-matrix figures")
@@ -113,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         X, y, domains, groups = read_features(args.store, args.features, with_groups=True)
         if args.scheme:
             y = relabel(y, domains, args.scheme, args.label_dataset)
+        if args.few_shot_k:
+            from aecfe.few_shot import run_few_shot_rows
+
+            run_few_shot_rows(X, y, domains, None if args.no_groups else groups, args.out, heads=args.head,
+                              head_params=head_params, shots=args.few_shot_k, seeds=args.seeds, held_out=args.held_out)
+            return 0
         run_evaluation(X, y, domains, args.out, heads=args.head, seeds=args.seeds, protocols=args.protocol,
                        lodo_variants=args.lodo_variant, head_params=head_params, test_size=args.test_size,
                        umap=not args.no_umap, umap_max_points=args.umap_max_points,

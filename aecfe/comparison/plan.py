@@ -122,7 +122,9 @@ class ComparisonConfig:
             matrix, FewShot leave-one-domain-out).
         dg_seeds: seeds of the deep baselines (None: ``seeds``; each seed trains every model again).
         dg_inputs: the deep baselines' inputs, keys of :data:`DG_INPUTS` (each trains every model again).
-        few_shot_k: labelled target images per class of the few-shot fine-tuning.
+        few_shot_k: labelled target images per class of the few-shot fine-tuning and, with ``FewShot`` among the
+            methods, of the feature methods' heads (step ``<embedding>.few_shot``, heads ``<head>_k<k>``; the same
+            cells on crops: :func:`aecfe.splits.few_shot_selection`).
         synthetic_n: single-cell images per synthetic lab. detector_seconds: training time of the synthetic
             detector (single-cell images it misses get the centred box).
         extract_options / ae_options / dg_options: extra arguments of extract_features / train_autoencoder /
@@ -236,6 +238,10 @@ def feature_steps(config: ComparisonConfig) -> list[Step]:
             before = ("cnn",)
         steps.append(_evaluation_step(config, method, embedding, ("matrix", "lodo"), config.out / "methods" / method,
                                       before))
+        if "FewShot" in config.methods and config.few_shot_k:  # the heads' rows beside the deep few-shot's
+            step = _evaluation_step(config, method, embedding, ("lodo",), config.out / "methods" / method, before,
+                                    "--few-shot-k", ",".join(map(str, config.few_shot_k)))
+            steps.append(dataclasses.replace(step, name=f"{embedding}.few_shot"))
     for method in folds:  # one autoencoder per leave-one-domain-out fold, trained without the held-out domain
         for domain in config.domains():
             embedding = f"{FOLD_METHODS[method]}_without_{domain}"

@@ -195,6 +195,26 @@ def input_table(table: pd.DataFrame, metric: str = "f1_macro") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def few_shot_table(table: pd.DataFrame, metric: str = "f1_macro") -> pd.DataFrame:
+    """Every method with few-shot heads (``<head>_k<k>``: the deep few-shot fine-tuning, the embedding heads of
+    :mod:`aecfe.few_shot`), one row per (method, head) and one LODO column per k (``"mean ± std"`` percent, as
+    :func:`format_table`); an embedding head's k = 0 is its plain LODO row when there is no ``_k0`` one. Empty when
+    no method has few-shot heads."""
+    found: dict[tuple[str, str], dict[int, tuple]] = {}
+    for method, head in table.index:
+        shots = re.search(r"^(.*)_k(\d+)$", head)
+        if shots:
+            cell = table.loc[(method, head)][("LODO", metric)]
+            found.setdefault((method, shots.group(1)), {})[int(shots.group(2))] = cell
+    for (method, base), cells in found.items():
+        if 0 not in cells and (method, base) in table.index:
+            cells[0] = table.loc[(method, base)][("LODO", metric)]
+    ks = sorted({k for cells in found.values() for k in cells})
+    rows = [{"method": method, "head": base, **{f"k={k}": cell_text(cells[k]) if k in cells else "—" for k in ks}}
+            for (method, base), cells in sorted(found.items())]
+    return pd.DataFrame(rows)
+
+
 def cost_table(records: Mapping[str, StepRecord]) -> pd.DataFrame:
     """Per step: method, kind, wall time and peak resident memory of its process tree."""
     return pd.DataFrame([{"step": r.name, "method": r.method, "kind": r.kind, "wall (s)": round(r.wall_s, 1),
@@ -289,6 +309,15 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
                       "Each deep baseline with the same settings on the whole images and on the detector's crops of "
                       "the store's labelled cells (the cells, labels and split groups of the feature methods' "
                       "heads); — = not run on that input.", "", side_by_side.to_markdown(index=False), ""]
+        shots = few_shot_table(table)
+        if not shots.empty:
+            shots.to_csv(out_dir / "results_few_shot_f1_macro.csv", index=False)
+            lines += ["## Few-shot: k labelled cells per class of the held-out lab (LODO f1-macro)", "",
+                      "Leave one lab out with k labelled cells (images) per class of the held-out lab added to the "
+                      "training set, scored on the rest of that lab: the deep few-shot fine-tuning (FewShot) and the "
+                      "embedding heads (`<head>`, the head refitted with the k cells: seconds); on the detector's "
+                      "crops every method gets the same k cells (`aecfe.splits.few_shot_selection`), on whole images "
+                      "the deep baseline draws its own.", "", shots.to_markdown(index=False), ""]
         extremes = plot_extremes(scores, table, methods_dir, out_dir)
         if extremes:
             lines += ["## Confusion matrices (LODO, folds and seeds summed)", ""]
