@@ -120,6 +120,8 @@ class DGRunSettings:
     steps: int | None = None
     checkpoint_every: int | None = None
     overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    device: str | None = None
+    """Where every network trains and predicts (None: :func:`aecfe.devices.default_device`)."""
 
     def hparams(self, algorithm: str) -> dict[str, Any]:
         """The hyper-parameter overrides of ``algorithm`` in this run."""
@@ -143,12 +145,13 @@ def dg_head(algorithm: str):
 
 def run_dg_algorithm(algorithm: str, data, labels, domains, hparams: dict[str, Any], out_dir: Path, *,
                      seeds: Sequence[int], protocols: Sequence[str], lodo_variants: Sequence[str],
-                     holdout_fraction: float, stage1_hparams: dict[str, Any] | None = None) -> CrossDomainResult:
+                     holdout_fraction: float, stage1_hparams: dict[str, Any] | None = None,
+                     device: str | None = None) -> CrossDomainResult:
     """One DG algorithm through :func:`aecfe.evaluation.evaluate_cross_domain`; trainings under ``out_dir/runs``.
     Cell crops (:mod:`classifiers.dg.crops`) carry their split groups (the image's content hash): copies stay on
     one side of each split, as for the heads."""
     params = {"hparams": hparams, "holdout_fraction": holdout_fraction, "out_dir": out_dir / "runs",
-              "progress": True}
+              "progress": True, "device": device}
     if algorithm == "CRT":
         params["stage1_hparams"] = stage1_hparams
     if algorithm == "Oracle":
@@ -178,13 +181,14 @@ def score_few_shot(folds, labels, domains, classes: Sequence[str], shots: Sequen
 
 def run_few_shot(data, domains, shots: Sequence[int], out_dir: Path, *, seeds: Sequence[int],
                  source_hparams: dict[str, Any], finetune_hparams: dict[str, Any], trainable: str,
-                 degrade_domains: Sequence[str]) -> dict[str, CrossDomainResult]:
+                 degrade_domains: Sequence[str], device: str | None = None) -> dict[str, CrossDomainResult]:
     """The few-shot protocol (trainings under ``out_dir/runs``) scored: heads ``FewShot_k0`` and
     ``FewShot_k<k>``."""
     from classifiers.dg.fewshot_protocol import few_shot_lodo
 
     folds = few_shot_lodo(data, shots, out_dir / "runs", seeds=seeds, source_hparams=source_hparams,
-                          finetune_hparams=finetune_hparams, trainable=trainable, degrade_domains=degrade_domains)
+                          finetune_hparams=finetune_hparams, trainable=trainable, degrade_domains=degrade_domains,
+                          device=device)
     labels = np.asarray(data.classes, dtype=object)[data.targets]
     config = {"source_hparams": source_hparams, "finetune_hparams": finetune_hparams, "trainable": trainable}
     return score_few_shot(folds, labels, domains, data.classes, shots, config)
@@ -204,13 +208,14 @@ def run_baselines(data, labels, domains, settings: DGRunSettings, out_dir: Path
             yield run_few_shot(data, domains, settings.few_shot_k, out_dir, seeds=settings.seeds,
                                source_hparams=hparams, finetune_hparams=dict(settings.overrides.get(
                                    "FewShotFinetune", {})),
-                               trainable=settings.few_shot_trainable, degrade_domains=settings.degrade_domains)
+                               trainable=settings.few_shot_trainable, degrade_domains=settings.degrade_domains,
+                               device=settings.device)
         else:
             stage1 = settings.hparams("BoDA") if algorithm == "CRT" else None
             yield {algorithm: run_dg_algorithm(
                 algorithm, data, labels, domains, hparams, out_dir, seeds=settings.seeds,
                 protocols=settings.protocols, lodo_variants=[settings.lodo_variant],
-                holdout_fraction=settings.holdout_fraction, stage1_hparams=stage1)}
+                holdout_fraction=settings.holdout_fraction, stage1_hparams=stage1, device=settings.device)}
 
 
 # ---- reports -----------------------------------------------------------------------------------------------------

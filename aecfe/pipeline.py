@@ -7,7 +7,8 @@ writer, the embedding stages). Everything lands in one HDF5 cell store, stage by
    ``root/<class>/<image>``), COCO files (whole fields) and plain lists of files, as
    :class:`ExtractionImage` (path, domain, canonical label or None). Images the scan rejects (empty files,
    labels the class map drops) are counted in a :class:`~aecfe.io.SkipCounter`, never silently dropped.
-   :func:`shard_images` takes shard ``i`` of ``n`` of that list (round robin over the sorted list).
+   :func:`shard_images` takes shard ``i`` of ``n`` of that list (round robin over the sorted list); under
+   ``torchrun`` :func:`run_extraction_ranks` gives every process its shard and merges them on rank 0.
 2. **roi stage** (:func:`aecfe.store.roi.write_roi_stage`): per image the detector's boxes, scores, mask
    areas, RoI features (256x14x14) and crops (3x128x128); images already in the store are skipped, so a
    re-run, or a run after ``kill -9``, continues where the last commit stopped. Unreadable images are
@@ -233,14 +234,15 @@ def shard_images(images: Sequence[ExtractionImage], shard: tuple[int, int] | Non
     return ordered[i::n]
 
 
-def detector_factory(checkpoint: str | os.PathLike | None, backend: str = "torchvision",
+def detector_factory(checkpoint: str | os.PathLike | None, backend: str = "torchvision", *, device: str = "cpu",
                      **options) -> tuple[Callable[[], object] | None, dict | None]:
     """(a function building the detector, its identity for the store's provenance); (None, None) without a
     checkpoint.
 
     ``options``: the detector options of :data:`aecfe.identity.DETECTOR_OPTIONS` (None: the checkpoint's own
     value or ``make_detector``'s default). The identity (:func:`aecfe.identity.detector_identity`) is known
-    without building the model, so a re-run with nothing left to detect never loads it.
+    without building the model, so a re-run with nothing left to detect never loads it. ``device``: where the
+    detector runs (not part of the identity: a store resumed on another device continues).
     """
     if checkpoint is None:
         return None, None
@@ -254,7 +256,7 @@ def detector_factory(checkpoint: str | os.PathLike | None, backend: str = "torch
         # unset sizes stay unset: make_detector keeps the ones the checkpoint was trained with
         given = {key: value for key, value in options.items() if value is not None}
         try:
-            return make_detector(backend, checkpoint=str(checkpoint), **given)
+            return make_detector(backend, checkpoint=str(checkpoint), device=device, **given)
         except ValueError as err:  # make_detector's checks of its options (InputError is one too)
             raise InputError(f"{checkpoint}: cannot build the detector: {err}") from err
 
@@ -369,6 +371,61 @@ def run_extraction(listing: ImageList, store_path: str | os.PathLike, *,
                                    images_detected_now=len(todo), roi_stage=roi_report, timings=timings)
     write_report(report, store_path)
     return report
+
+
+def rank_shard(store_path: str | os.PathLike, rank: int, world_size: int) -> tuple[tuple[int, int], Path]:
+    """The shard of process ``rank`` of ``world_size`` under ``torchrun`` and its store: ``((rank, world_size),
+    <dir>/<stem>.rank<rank>of<world_size><suffix>)`` beside ``store_path`` (e.g. ``cells.rank1of4.h5``)."""
+    if not 0 <= rank < world_size:
+        raise InputError(f"rank {rank} is not a rank of a world of {world_size} processes")
+    path = Path(store_path)
+    return (rank, world_size), path.with_name(f"{path.stem}.rank{rank}of{world_size}{path.suffix}")
+
+
+def run_extraction_ranks(listing: ImageList, store_path: str | os.PathLike, *, shard: tuple[int, int] | None = None,
+                         rank: int | None = None, world_size: int | None = None,
+                         barrier: Callable[[], None] | None = None, **options) -> dict:
+    """:func:`run_extraction`, or under ``torchrun`` (world size > 1) one shard per process, then one merge.
+
+    Under ``torchrun --nproc-per-node N`` every process (rank r of N; :func:`aecfe.distributed.init_distributed`)
+    extracts shard r/N (:func:`shard_images`) into its own store (:func:`rank_shard`: ``<stem>.rank<r>of<N>.h5``,
+    resumable like any store), waits for the others (a gloo barrier, so it works beside NCCL), and rank 0 merges the
+    shard stores into ``store_path`` (:func:`merge_shards`; a merged store left by an earlier run is rebuilt from
+    the shard stores). Returns rank 0's merged report, another rank's shard report. ``shard`` (``--shard``) is
+    for runs without torchrun. ``rank`` / ``world_size`` / ``barrier``: the process group's (for tests).
+    """
+    if rank is None or world_size is None:
+        from aecfe.distributed import init_distributed
+
+        rank, world_size = init_distributed()
+        if world_size > 1:
+            import torch.distributed as dist
+
+            try:
+                return run_extraction_ranks(listing, store_path, shard=shard, rank=rank, world_size=world_size,
+                                            **options)
+            finally:
+                dist.destroy_process_group()
+    if world_size <= 1:
+        return run_extraction(listing, store_path, shard=shard, **options)
+    if shard is not None:
+        raise InputError("--shard and torchrun both split the images: under torchrun every process takes its shard")
+    if barrier is None:
+        import torch.distributed as dist
+
+        group = dist.new_group(backend="gloo")
+        barrier = lambda: dist.barrier(group=group)  # noqa: E731
+    part, part_path = rank_shard(store_path, rank, world_size)
+    report = run_extraction(listing, part_path, shard=part, **options)
+    barrier()
+    if rank != 0:
+        return report
+    parts = [rank_shard(store_path, r, world_size)[1] for r in range(world_size)]
+    store_path = Path(store_path)
+    if store_path.exists():
+        store_path.unlink()
+    logger.info("rank 0: merging %d shard stores into %s", len(parts), store_path)
+    return merge_shards(parts, store_path)
 
 
 def _build_detector(factory: Callable[[], object] | None, store_path, n_images: int):

@@ -194,6 +194,56 @@ def test_shards_merged_equal_one_run(image_root, tmp_path, autoencoder_checkpoin
                         cell_order_may_differ=True, code_tolerance=1e-5)
 
 
+def test_torchrun_rank_takes_its_shard_store():
+    from aecfe.pipeline import rank_shard
+
+    assert rank_shard("runs/cells.h5", 1, 4) == ((1, 4), Path("runs/cells.rank1of4.h5"))
+    assert rank_shard(Path("/x/s.h5"), 0, 2)[1] == Path("/x/s.rank0of2.h5")
+    with pytest.raises(InputError, match="rank 2"):
+        rank_shard("cells.h5", 2, 2)
+
+
+def _extraction_rank(rank, world_size, image_root, out, port):
+    """One process of a two-process run (what torchrun starts): joins the gloo group from the environment."""
+    import os
+
+    from aecfe.pipeline import run_extraction_ranks
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    run_extraction_ranks(gather_images(class_folders=[image_root]), out, detector_factory=fake_detector,
+                         detector_identity=IDENTITY, embeddings=[baseline_stage("rcnn_roi")], progress=False)
+
+
+def test_two_processes_under_a_process_group_extract_their_shards_and_merge(image_root, tmp_path):
+    """What ``torchrun --nproc-per-node 2 -m aecfe.cli extract_features ...`` does, on CPU (gloo)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "cells.h5"
+    mp.spawn(_extraction_rank, args=(2, image_root, out, port), nprocs=2, join=True)
+    extract(image_root, tmp_path / "one.h5", embeddings=[baseline_stage("rcnn_roi")])
+    assert (tmp_path / "cells.rank0of2.h5").exists() and (tmp_path / "cells.rank1of2.h5").exists()
+    assert json.loads(report_path(out).read_text())["totals"] == \
+        json.loads(report_path(tmp_path / "one.h5").read_text())["totals"]
+    assert_same_content(store_content(tmp_path / "one.h5"), store_content(out), cell_order_may_differ=True,
+                        code_tolerance=1e-5)
+
+
+def test_ranks_without_a_process_group_refuse_an_explicit_shard(image_root, tmp_path):
+    from aecfe.pipeline import run_extraction_ranks
+
+    with pytest.raises(InputError, match="--shard and torchrun"):
+        run_extraction_ranks(gather_images(class_folders=[image_root]), tmp_path / "c.h5", shard=(0, 2), rank=0,
+                             world_size=2, barrier=lambda: None, detector_factory=fake_detector,
+                             detector_identity=IDENTITY, progress=False)
+
+
 # ------------------------------------------------------------------------------------------ crash and resume
 KILLER = textwrap.dedent("""
     import os, signal, sys

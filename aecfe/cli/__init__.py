@@ -159,7 +159,8 @@ def _named_dir(text: str) -> tuple[str | None, Path]:
     return (name, Path(path)) if sep and name and path else (None, Path(text))
 
 
-def _named_path(text: str) -> tuple[str, Path]:
+def named_path(text: str) -> tuple[str, Path]:
+    """argparse type: ``NAME=PATH`` -> (name, path) (:func:`aecfe.pipeline.parse_named_path`)."""
     from aecfe.errors import InputError
     from aecfe.pipeline import parse_named_path
 
@@ -177,9 +178,9 @@ def add_image_inputs(parser: argparse.ArgumentParser) -> None:
                         help="every image under DIR, unlabelled")
     inputs.add_argument("--class-folders", type=Path, action="append", default=[], metavar="DIR",
                         help="DIR/<domain>/<class>/<image>")
-    inputs.add_argument("--domain", type=_named_path, action="append", default=[], metavar="NAME=DIR",
+    inputs.add_argument("--domain", type=named_path, action="append", default=[], metavar="NAME=DIR",
                         help="one domain's DIR/<class>/<image>")
-    inputs.add_argument("--coco", type=_named_path, action="append", default=[], metavar="NAME=JSON")
+    inputs.add_argument("--coco", type=named_path, action="append", default=[], metavar="NAME=JSON")
     inputs.add_argument("--files", type=Path, action="append", default=[], metavar="LIST",
                         help="text file: one image path per line [<TAB>domain[<TAB>label]]")
     inputs.add_argument("--fields", action="store_true", help="images are fields with several cells, not crops")

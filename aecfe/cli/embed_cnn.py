@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from aecfe.cli import add_device
+from aecfe.devices import resolve_device
 from aecfe.errors import AecfeError
 from aecfe.store import cnn_stage, write_embedding
 
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--name", default="cnn", help="embedding name")
     parser.add_argument("--seed", type=int, default=0, help="seed of a random initialisation")
+    add_device(parser)
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -38,7 +41,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
     try:
-        stage = cnn_stage(args.backbone, args.weights, args.image_size, args.batch_size, args.name)
+        stage = cnn_stage(args.backbone, args.weights, args.image_size, args.batch_size, args.name,
+                          device=resolve_device(args.device))
         written = write_embedding(args.store, stage, progress=not args.no_progress)
     except AecfeError as error:
         logging.getLogger(__name__).error("%s", error)

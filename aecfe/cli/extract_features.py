@@ -7,6 +7,7 @@ Usage::
     aecfe-extract-features --domain lab1=imgs/lab1 --coco lab2=lab2/annotations.json --files more.txt ...
     aecfe-extract-features ... --shard 0/4 --out runs/shard0.h5      # one of 4 shards (0/4 .. 3/4)
     aecfe-extract-features --merge runs/shard*.h5 --out runs/cells.h5
+    torchrun --nproc-per-node 4 -m aecfe.cli extract_features --class-folders data/cls ... --out runs/cells.h5
     aecfe-extract-features --class-folders data/cls --report-duplicates [--out dups.json]   # no detector
 
 Inputs (repeatable, combinable): ``--class-folders DIR`` (``DIR/<domain>/<class>/<image>``), ``--domain
@@ -17,7 +18,10 @@ crops unless ``--fields``.
 Every stage is cached in the store (:func:`aecfe.pipeline.run_extraction`): a re-run, or a run after a crash or
 ``kill -9``, skips the images already in it and continues each embedding at its committed row count. The run
 report (images read, cells found, images skipped and why, per domain) goes to ``<out>.report.json`` and the log.
-``--merge`` joins shard stores (:func:`aecfe.pipeline.merge_shards`) and reports on the result.
+``--merge`` joins shard stores (:func:`aecfe.pipeline.merge_shards`) and reports on the result. Under ``torchrun``
+each process extracts its shard into ``<out stem>.rank<r>of<N>.h5``, then rank 0 merges them into ``--out``
+(:func:`aecfe.pipeline.run_extraction_ranks`). ``--device``: default the GPU if present (each torchrun process
+its own), else the CPU.
 
 An image is its resolved path (the same folder given as ``../data`` or ``/abs/data``, or a run from another
 directory, is not detected twice), and its row records the SHA-1 of the file's bytes: byte-identical copies
@@ -33,20 +37,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from aecfe.cli import EXIT_NOTHING_PROCESSED, command, positive_int, probability, run_program
-from aecfe.errors import InputError
-from aecfe.pipeline import (detector_factory, format_duplicates, gather_images, merge_shards,
-                            nothing_processed, parse_named_path, parse_shard, run_extraction, write_duplicate_report)
+from aecfe.cli import EXIT_NOTHING_PROCESSED, add_device, command, named_path, positive_int, probability, run_program
+from aecfe.pipeline import (detector_factory, format_duplicates, gather_images, merge_shards, nothing_processed,
+                            parse_shard, run_extraction_ranks, write_duplicate_report)
 from aecfe.store import BASELINE_EMBEDDINGS, RAW_PIXEL_SIDE, autoencoder_stage, baseline_stage, format_report
 
 logger = logging.getLogger(__name__)
-
-
-def _named_path(text: str) -> tuple[str, Path]:
-    try:
-        return parse_named_path(text)
-    except InputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     inputs = parser.add_argument_group("inputs (repeatable)")
     inputs.add_argument("--class-folders", type=Path, action="append", default=[], metavar="DIR",
                         help="DIR/<domain>/<class>/<image>")
-    inputs.add_argument("--domain", type=_named_path, action="append", default=[], metavar="NAME=DIR",
+    inputs.add_argument("--domain", type=named_path, action="append", default=[], metavar="NAME=DIR",
                         help="one domain's DIR/<class>/<image>")
-    inputs.add_argument("--coco", type=_named_path, action="append", default=[], metavar="NAME=JSON",
+    inputs.add_argument("--coco", type=named_path, action="append", default=[], metavar="NAME=JSON",
                         help="COCO annotations of one domain's fields")
     inputs.add_argument("--files", type=Path, action="append", default=[], metavar="LIST",
                         help="text file: one image path per line [<TAB>domain[<TAB>label]]")
@@ -99,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     stages.add_argument("--chunk-cells", type=positive_int, default=256, help="cells per store commit")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="SHARD",
                         help="instead of extracting: merge these shard stores into --out")
+    add_device(parser, "; under torchrun leave it unset: each process takes its own GPU")
     parser.add_argument("--threads", type=positive_int, help="torch threads")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -106,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def detector_factory_and_identity(args) -> tuple:
     """(a function building the detector, its identity) from the arguments (:func:`aecfe.pipeline.detector_factory`)."""
-    return detector_factory(args.detector_checkpoint, args.detector_backend, backbone=args.backbone,
+    return detector_factory(args.detector_checkpoint, args.detector_backend, device=args.device, backbone=args.backbone,
                             min_size=args.min_size, max_size=args.max_size, score_threshold=args.score_threshold,
                             single_cell_fallback=args.fallback)
 
@@ -130,12 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         merge_shards(args.merge, args.out)
         return 0
-    listing = gather_images(**inputs)
+    from aecfe.devices import resolve_device
+
+    listing, args.device = gather_images(**inputs), resolve_device(args.device)
     factory, identity = detector_factory_and_identity(args)
     embeddings = [baseline_stage(name) for name in args.baselines]
     if args.autoencoder_checkpoint:
-        embeddings.append(autoencoder_stage(args.autoencoder_checkpoint, args.embedding_name, args.encode_batch))
-    report = run_extraction(listing, args.out, detector_factory=factory, detector_identity=identity,
+        embeddings.append(autoencoder_stage(args.autoencoder_checkpoint, args.embedding_name, args.encode_batch,
+                                            device=args.device))
+    report = run_extraction_ranks(listing, args.out, detector_factory=factory, detector_identity=identity,
                             embeddings=embeddings, shard=parse_shard(args.shard), keep_roi=not args.no_roi,
                             keep_crops=not args.no_crops, batch_size=args.batch_size, chunk_cells=args.chunk_cells,
                             progress=not args.no_progress, retry_errors=args.retry_errors)

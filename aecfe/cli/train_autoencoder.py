@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 import torch
 
 from aecfe.autoencoding import train_on_store
-from aecfe.cli import key_value, nonnegative_float, nonnegative_int, positive_float, positive_int
+from aecfe.cli import add_device, key_value, nonnegative_float, nonnegative_int, positive_float, positive_int
 from extractors.autoencoder import GROUP_NORMS, IMAGE_DECODERS, INPUT_SCALINGS, AutoencoderConfig
 from extractors.losses import ALIGNMENT_LOSSES
 from extractors.recipes import DEFAULT_RECIPE, RECIPES, recipe_configs
+from aecfe.devices import resolve_device
 from aecfe.distributed import init_distributed
 from extractors.trainer import LR_SCHEDULES, PRECISIONS, TrainerConfig, tune_cpu_allocator
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hold the training cells in memory up to this size, else stream them from the store")
     speed.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                        help="force streaming from the store (--stream) or loading into memory (--no-stream)")
-    speed.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU of this process when there is one)")
+    add_device(speed, "; under torchrun each process its own")
     speed.add_argument("--grid-every", type=nonnegative_int, default=FROM_RECIPE)
     speed.add_argument("--checkpoint-every", type=nonnegative_int, default=FROM_RECIPE)
     speed.add_argument("--no-progress", action="store_true")
@@ -122,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else torch.device("cpu")
-    if args.device is None and torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = torch.device(resolve_device(args.device))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if device.type == "cpu" and not args.no_allocator_tuning:

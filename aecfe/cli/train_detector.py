@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecfe.cli import key_value, nonnegative_float, nonnegative_int, positive_float, positive_int, probability
+from aecfe.cli import (add_device, key_value, nonnegative_float, nonnegative_int, positive_float, positive_int,
+                       probability)
+from aecfe.devices import resolve_device
 from aecfe.io import scan_class_folders
 from detectors.evaluation import detection_rate, evaluate_coco, save_overlays
 from detectors.torchvision_backend import BACKBONES
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torchvision MaskRCNN option (value read as JSON), e.g. box_batch_size_per_image=64")
     parser.add_argument("--score-threshold", type=probability, default=0.5, help="detector's working threshold")
     parser.add_argument("--overlays", type=nonnegative_int, default=8, help="held-out overlay PNGs to write")
-    parser.add_argument("--device", default="cpu")
+    add_device(parser)
     parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                          extra=dict(args.maskrcnn_option))
     started = time.perf_counter()
     detector = train_detector(train, out_dir=args.out, config=config, resume=args.resume,
-                              progress=not args.no_progress, device=args.device,
+                              progress=not args.no_progress, device=resolve_device(args.device),
                               score_threshold=args.score_threshold)
     steps = sum(1 for _ in (args.out / "log.jsonl").open())
     summary = {"config": json.loads(json.dumps(vars(args), default=str)), "steps": steps,

@@ -37,7 +37,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aecfe.cli import int_list, key_value, log_to_file
+from aecfe.cli import add_device, int_list, key_value, log_to_file
+from aecfe.devices import resolve_device
 from aecfe.reporting import write_head_files
 from aecfe.errors import AecfeError, InputError
 from aecfe.evaluation import PROTOCOLS, VARIANTS
@@ -60,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--synthetic-size", type=int, default=64, help="side of the synthetic images")
     data.add_argument("--store", type=Path, help="the cell crops of this cell store instead of images")
     data.add_argument("--scheme", default="canonical", help="label scheme (aecfe.taxonomy): canonical, five, ...")
-    data.add_argument("--preload-size", type=int, help="keep the images in memory at this side (default: "
-                                                       "--image-size; 0: read the files at every access)")
+    data.add_argument("--preload-size", type=int, help="images in memory at this side (default --image-size; 0: none)")
     run = parser.add_argument_group("methods and protocol")
     run.add_argument("--algorithm", nargs="+", default=["ERM"], choices=[*ALGORITHM_NAMES, "all"])
     run.add_argument("--protocol", nargs="+", default=["lodo"], choices=list(PROTOCOLS))
@@ -79,16 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--backbone", choices=list(BACKBONES))
     hp.add_argument("--weights", help="torchvision weight name (e.g. DEFAULT) or a local state-dict file")
     hp.add_argument("--image-size", type=int)
-    hp.add_argument("--batch-size", type=int, help="per domain, for the domain-balanced algorithms (FewShot keeps "
-                                                   "its pooled batch)")
-    hp.add_argument("--lr", type=float, help="Adam learning rate of every algorithm (DANN: both optimisers; "
-                                             "few-shot fine-tuning: set FewShotFinetune.lr)")
+    hp.add_argument("--batch-size", type=int, help="per domain (domain-balanced algorithms; FewShot: pooled)")
+    hp.add_argument("--lr", type=float, help="Adam lr of every algorithm (DANN: both; fine-tuning: FewShotFinetune.lr)")
     hp.add_argument("--steps", type=int, help="training steps (FewShot source training too)")
     hp.add_argument("--checkpoint-every", type=int, help="steps between validations/checkpoints/SWAD segments")
     hp.add_argument("--hparam", nargs="*", type=key_value, default=[], metavar="ALGO.KEY=VALUE",
                     help="any hyper-parameter, e.g. BoDA.feat_update_freq=50 FewShotFinetune.epochs=20")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, required=True, help="output folder (re-running resumes)")
+    add_device(out)
     out.add_argument("--threads", type=int, help="torch intra-op threads")
     out.add_argument("--no-confusion-png", action="store_true")
     out.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -113,7 +112,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
         common={"backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,
                 "batch_size": args.batch_size, "lr": args.lr},
         steps=args.steps, checkpoint_every=args.checkpoint_every,
-        overrides=split_overrides(args.hparam))  # fails before reading any image
+        overrides=split_overrides(args.hparam),  # fails before reading any image
+        device=resolve_device(args.device))
     preload = args.preload_size if args.preload_size is not None else (
         args.image_size or get_hparams("ERM")["image_size"])
     with tempfile.TemporaryDirectory(prefix="aecfe-synthetic-") as temporary:

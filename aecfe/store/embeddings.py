@@ -114,14 +114,17 @@ def autoencoder_stage(checkpoint: str | os.PathLike, name: str | None = None, ba
 
 
 def cnn_stage(backbone: str = "mobilenet_v2", weights: Any = None, image_size: int = 128, batch_size: int = 64,
-              name: str = "cnn") -> EmbeddingStage:
+              name: str = "cnn", device: str = "cpu") -> EmbeddingStage:
     """The CNN embedding of the store's crops (:func:`extractors.cnn_features.cnn_features` of
     :func:`classifiers.dg.backbones.build_featurizer`) as an :class:`EmbeddingStage` (resumable). Its model
-    identity records the backbone, the weights' name and the image size, and the sha256 of a local weights file."""
+    identity records the backbone, the weights' name and the image size, and the sha256 of a local weights file.
+    ``device``: where the CNN runs (not part of the identity)."""
     from classifiers.dg.backbones import build_featurizer, weights_name
     from extractors.cnn_features import cnn_features
 
-    featurizer = build_featurizer(backbone, weights, freeze_bn=True)
+    import torch
+
+    featurizer = build_featurizer(backbone, weights, freeze_bn=True).to(torch.device(device))
     local = weights is not None and Path(str(weights)).is_file()
     model = model_identity({"backbone": backbone, "weights": weights_name(weights), "image_size": image_size},
                            weights if local else None)

@@ -75,9 +75,10 @@ def few_shot_lodo(dataset: ImageDataset, shots: Sequence[int], runs_dir: str | P
                   source_hparams: Mapping[str, Any] | None = None,
                   finetune_hparams: Mapping[str, Any] | None = None, trainable: str = "all",
                   degrade_domains: Sequence[str] = (), progress: bool = True,
-                  batch_size: int = 64) -> list[FewShotFold]:
+                  batch_size: int = 64, device: str | None = None) -> list[FewShotFold]:
     """The protocol of the module docstring on ``dataset`` (>= 2 domains; its own transform is ignored).
 
+    ``device``: where the networks train and predict (None: this process's GPU if any, else the CPU).
     Returns, per seed and held-out domain (in ``dataset.domain_names`` order), one fold per k of ``shots`` (each
     >= 1) and then the ``shots = 0`` fold of the source model.
     """
@@ -103,7 +104,8 @@ def few_shot_lodo(dataset: ImageDataset, shots: Sequence[int], runs_dir: str | P
                 result = few_shot_workflow(dataset, list(sources), target, shots_per_class=k, trainable=trainable,
                                            degrade_domains=degrade_domains, source_hparams=source_hparams,
                                            finetune_hparams=finetune_hparams, seed=seed,
-                                           config=TrainConfig(out_dir=run_dir / f"k{k}", progress=progress),
+                                           config=TrainConfig(out_dir=run_dir / f"k{k}", progress=progress,
+                                                              device=device),
                                            source=source)
                 source = result.source
                 folds.append(FewShotFold(seed, sources, target, k, result.test_indices, result.y_pred,
