@@ -2,7 +2,7 @@
 resolves it here, so "where does it run" has one answer.
 
 Rule: CUDA when PyTorch sees a CUDA device, else the CPU. Under ``torchrun`` (env ``LOCAL_RANK``) each process
-takes its own GPU, ``cuda:<LOCAL_RANK>``.
+takes its own GPU, ``cuda:<LOCAL_RANK mod the number of GPUs>``.
 
 >>> default_device() in ("cpu", "cuda") or default_device().startswith("cuda:")
 True
@@ -15,13 +15,15 @@ from aecfe.errors import InputError
 
 
 def default_device() -> str:
-    """``"cuda"`` (``"cuda:<LOCAL_RANK>"`` under torchrun) when PyTorch sees a CUDA device, else ``"cpu"``."""
+    """``"cuda"`` (``"cuda:<LOCAL_RANK mod GPUs>"`` under torchrun) when PyTorch sees a CUDA device, else ``"cpu"``."""
     import torch
 
     if not torch.cuda.is_available():
         return "cpu"
     local_rank = os.environ.get("LOCAL_RANK")
-    return f"cuda:{int(local_rank)}" if local_rank is not None else "cuda"
+    if local_rank is None:
+        return "cuda"
+    return f"cuda:{int(local_rank) % torch.cuda.device_count()}"  # more processes than GPUs share them round robin
 
 
 def resolve_device(device: str | None = None) -> str:

@@ -16,3 +16,16 @@ def test_unavailable_or_unknown_devices_are_refused():
         resolve_device("gpu0")
     with pytest.raises(InputError, match="no such CUDA device"):
         resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_torchrun_processes_share_the_gpus_round_robin(monkeypatch):
+    import torch
+
+    from aecfe.devices import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert default_device() == "cuda:1"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert default_device() == "cuda"
