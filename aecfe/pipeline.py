@@ -263,10 +263,12 @@ def detector_factory(checkpoint: str | os.PathLike | None, backend: str = "torch
     return build, identity
 
 
-def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
-    """Merge shard stores into ``out`` (:func:`aecfe.store.merge_stores`) and write the merged store's report
-    (the scan's skips taken from the first shard report found: every shard saw the same scan)."""
-    merge_stores(shards, out)
+def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                 domains: Sequence[str] | None = None) -> dict:
+    """Merge shard stores into ``out`` (:func:`aecfe.store.merge_stores`, only ``domains``' images when given) and
+    write the merged store's report (the scan's skips taken from the first shard report found: every shard saw the
+    same scan)."""
+    merge_stores(shards, out, domains=domains)
     scan_skipped = {}
     for path in (report_path(shard) for shard in shards):
         if path.is_file():

@@ -316,6 +316,9 @@ def test_cli_merge_and_errors(image_root, tmp_path, caplog):
     assert main(["--merge", str(tmp_path / "s0.h5"), str(tmp_path / "s1.h5"), "--out", str(tmp_path / "m.h5"),
                  "--no-progress"]) == 0
     assert json.loads(report_path(tmp_path / "m.h5").read_text())["totals"]["images"] == 20
+    assert main(["--merge", str(tmp_path / "m.h5"), "--keep-domain", "lab_b", "--keep-domain", "lab_c", "--out",
+                 str(tmp_path / "bc.h5")]) == 0  # a fold's source labs cut from a store of every lab
+    assert set(json.loads(report_path(tmp_path / "bc.h5").read_text())["domains"]) == {"lab_b", "lab_c"}
     # images still to detect but no detector given: a clear error, exit status 2
     assert main(["--class-folders", str(image_root), "--out", str(tmp_path / "new.h5"), "--no-progress"]) == 2
     assert "no detector" in caplog.text

@@ -451,6 +451,26 @@ def test_merge_stores_joins_shards_without_duplicate_images(tmp_path):
         assert merged.embedding_attrs("ae") == {"ae": 1}
 
 
+def test_merge_keeps_only_the_domains_asked_for(tmp_path):
+    """A leave-one-lab-out fold's source store cut from a store of every lab: images, cells and embedding rows."""
+    path = tmp_path / "all.h5"
+    with CellStore.create(path, roi_shape=ROI, crop_shape=None, provenance=PROVENANCE, chunk_cells=3) as store:
+        for i in range(8):
+            store.add_image(f"img/{i:03d}.png", ["lab_a", "lab_b"][i % 2], "blast",
+                            cells=make_cells(i % 3 + 1, i, crop=None))
+        store.write_embedding("ae", 0, np.arange(len(store) * 2, dtype=np.float32).reshape(-1, 2), attrs={"ae": 1})
+    out = merge_stores([path], tmp_path / "lab_b.h5", domains=["lab_b"])
+    with CellStore.open(out) as kept, CellStore.open(path) as full:
+        rows = (full.cells()["domain"] == "lab_b").to_numpy()
+        assert set(kept.images()["domain"]) == {"lab_b"} and len(kept) == int(rows.sum())
+        np.testing.assert_array_equal(kept.roi(), full.roi()[rows])
+        np.testing.assert_array_equal(kept.embedding("ae"), full.embedding("ae")[rows])
+        assert kept.provenance["domains_kept"] == ["lab_b"]
+    with pytest.raises(InputError, match="lab_c"):
+        merge_stores([path], tmp_path / "none.h5", domains=["lab_c"])
+    assert not (tmp_path / "none.h5").exists()
+
+
 def test_merge_refuses_mismatched_shards(tmp_path):
     a = shard(tmp_path / "a.h5", range(0, 3), "1/2")
     b = shard(tmp_path / "b.h5", range(3, 6), "2/2", embed=False)

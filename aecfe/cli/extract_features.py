@@ -6,7 +6,7 @@ Usage::
         --autoencoder-checkpoint ae.pt --baselines rcnn_roi --out runs/cells.h5
     aecfe-extract-features --domain lab1=imgs/lab1 --coco lab2=lab2/annotations.json --files more.txt ...
     aecfe-extract-features ... --shard 0/4 --out runs/shard0.h5      # one of 4 shards (0/4 .. 3/4)
-    aecfe-extract-features --merge runs/shard*.h5 --out runs/cells.h5
+    aecfe-extract-features --merge runs/shard*.h5 --out runs/cells.h5    # --keep-domain NAME: only those domains
     torchrun --nproc-per-node 4 -m aecfe.cli extract_features --class-folders data/cls ... --out runs/cells.h5
     aecfe-extract-features --class-folders data/cls --report-duplicates [--out dups.json]   # no detector
 
@@ -40,6 +40,7 @@ from pathlib import Path
 from aecfe.cli import EXIT_NOTHING_PROCESSED, add_device, command, named_path, positive_int, probability, run_program
 from aecfe.pipeline import (detector_factory, format_duplicates, gather_images, merge_shards, nothing_processed,
                             parse_shard, run_extraction_ranks, write_duplicate_report)
+from aecfe.devices import resolve_device
 from aecfe.store import BASELINE_EMBEDDINGS, RAW_PIXEL_SIDE, autoencoder_stage, baseline_stage, format_report
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, help="the cell store (HDF5) to write or resume (required except "
-                                                 "with --report-duplicates, where it is the JSON report)")
+    parser.add_argument("--out", type=Path, help="the cell store to write or resume (--report-duplicates: the JSON)")
     inputs = parser.add_argument_group("inputs (repeatable)")
     inputs.add_argument("--class-folders", type=Path, action="append", default=[], metavar="DIR",
                         help="DIR/<domain>/<class>/<image>")
@@ -80,8 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     detector.add_argument("--score-threshold", type=probability, default=None,
                           help="drop detections below this score (0..1)")
     detector.add_argument("--fallback", choices=["none", "center"], default=None,
-                          help="single-cell images without a detection: record as undetected (none) or use a "
-                               "centred box (center)")
+                          help="single-cell images without a detection: undetected (none) or a centred box (center)")
     detector.add_argument("--batch-size", type=positive_int, default=4, help="images per detector call")
     stages = parser.add_argument_group("stored stages and embeddings")
     stages.add_argument("--no-roi", action="store_true", help="do not store RoI features (256x14x14 float16)")
@@ -95,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     stages.add_argument("--chunk-cells", type=positive_int, default=256, help="cells per store commit")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="SHARD",
                         help="instead of extracting: merge these shard stores into --out")
+    parser.add_argument("--keep-domain", action="append", metavar="NAME",
+                        help="with --merge: keep only this domain's images (repeatable), e.g. a fold's source labs")
     add_device(parser, "; under torchrun leave it unset: each process takes its own GPU")
     parser.add_argument("--threads", type=positive_int, help="torch threads")
     parser.add_argument("--no-progress", action="store_true")
@@ -125,10 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_duplicates(write_duplicate_report(gather_images(**inputs), args.out)))
         return 0
     if args.merge:
-        merge_shards(args.merge, args.out)
+        merge_shards(args.merge, args.out, domains=args.keep_domain)
         return 0
-    from aecfe.devices import resolve_device
-
     listing, args.device = gather_images(**inputs), resolve_device(args.device)
     factory, identity = detector_factory_and_identity(args)
     embeddings = [baseline_stage(name) for name in args.baselines]
@@ -136,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         embeddings.append(autoencoder_stage(args.autoencoder_checkpoint, args.embedding_name, args.encode_batch,
                                             device=args.device))
     report = run_extraction_ranks(listing, args.out, detector_factory=factory, detector_identity=identity,
-                            embeddings=embeddings, shard=parse_shard(args.shard), keep_roi=not args.no_roi,
-                            keep_crops=not args.no_crops, batch_size=args.batch_size, chunk_cells=args.chunk_cells,
-                            progress=not args.no_progress, retry_errors=args.retry_errors)
+                                  embeddings=embeddings, shard=parse_shard(args.shard), keep_roi=not args.no_roi,
+                                  keep_crops=not args.no_crops, batch_size=args.batch_size,
+                                  chunk_cells=args.chunk_cells, progress=not args.no_progress,
+                                  retry_errors=args.retry_errors)
     if nothing_processed(report):
         logger.error("%s: none of the %d images could be read or detected (%s); see %s.report.json", args.out,
                      report["images_in_run"], format_report(report).splitlines()[0], args.out)

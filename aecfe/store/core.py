@@ -695,8 +695,13 @@ class CellStore:
 
 
 # ---------------------------------------------------------------------- merging shards
-def merge_stores(shard_paths: Iterable[str | os.PathLike], out_path: str | os.PathLike) -> Path:
+def merge_stores(shard_paths: Iterable[str | os.PathLike], out_path: str | os.PathLike, *,
+                 domains: Iterable[str] | None = None) -> Path:
     """Join the per-shard stores of one extraction run into a new store at ``out_path``.
+
+    ``domains``: keep only the images (with their cells and embedding rows) of these domains, e.g. the source
+    labs of a leave-one-lab-out fold taken from a store of every lab (one store given); the provenance records
+    them under ``"domains_kept"``. An unknown domain name is an :class:`InputError`.
 
     Shards must share schema, stages (roi/crop shapes) and provenance apart from the key
     ``"shard"``; the merged provenance lists them under ``"merged_from"``. Images keep shard order;
@@ -721,10 +726,16 @@ def merge_stores(shard_paths: Iterable[str | os.PathLike], out_path: str | os.Pa
         names = _mergeable_embeddings(shards)
         provenance = dict(common, merged_from=[{"file": s.path.name, "shard": s.provenance.get("shard")}
                                                for s in shards])
+        if domains is not None:
+            domains = sorted(set(domains))
+            present = set().union(*(set(s.images()["domain"]) for s in shards))
+            if not domains or set(domains) - present:
+                raise InputError(f"domains {domains} to keep: not all in {sorted(present)}")
+            provenance["domains_kept"] = domains
         with CellStore.create(out_path, roi_shape=reference.roi_shape, crop_shape=reference.crop_shape,
                               provenance=provenance, chunk_cells=reference.chunk_cells,
                               layout=reference.layout) as merged:
-            kept_cells = [_copy_images_and_cells(shard, merged) for shard in shards]
+            kept_cells = [_copy_images_and_cells(shard, merged, domains) for shard in shards]
             for name in names:
                 _copy_embedding(name, shards, kept_cells, merged)
     finally:
@@ -752,8 +763,9 @@ def _mergeable_embeddings(shards: Sequence[CellStore]) -> list[str]:
     return names
 
 
-def _copy_images_and_cells(shard: CellStore, merged: CellStore) -> np.ndarray:
-    """Append ``shard``'s images not yet in ``merged``, in chunks; returns the kept-cell mask (N_shard,)."""
+def _copy_images_and_cells(shard: CellStore, merged: CellStore, domains: Sequence[str] | None = None) -> np.ndarray:
+    """Append ``shard``'s images not yet in ``merged`` (of ``domains`` only, when given), in chunks; returns the
+    kept-cell mask (N_shard,)."""
     all_rows = slice(0, shard.n_images)
     images = {name: np.asarray(shard._strings(f"images/{name}", all_rows), dtype=object)
               for name in ("image_path", "domain", "label", "status", "reason", "content_sha1")}
@@ -764,6 +776,8 @@ def _copy_images_and_cells(shard: CellStore, merged: CellStore) -> np.ndarray:
     if not keep_image.all():
         logger.warning("%s: skipping %d images already merged from earlier shards",
                        shard.path, int((~keep_image).sum()))
+    if domains is not None:
+        keep_image &= np.isin(images["domain"].astype(str), list(domains))
     first_cell = np.concatenate([[0], np.cumsum(images["n_cells"])])
     keep_cell = np.repeat(keep_image, images["n_cells"])
     merged_image_id = merged.n_images + np.cumsum(keep_image) - 1  # for kept images
