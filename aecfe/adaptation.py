@@ -73,16 +73,19 @@ class TargetLabels:
     mapped: int = 0
 
 
-def bundle_class(label: str, bundle_classes: Sequence[str], scheme: str) -> tuple[str | None, bool]:
-    """``(class, renamed)``: ``label`` when the bundle knows it; a canonical class mapped by ``scheme`` when that
-    lands on a bundle class; else ``(None, False)`` (never mapped onto another class)."""
+def bundle_class(label: str, bundle_classes: Sequence[str], scheme: str) -> tuple[str | None, bool, str]:
+    """``(class, renamed, why not)``: ``label`` when the bundle knows it; a canonical class mapped by ``scheme`` when
+    that lands on a bundle class; else ``(None, False, reason)``: ``"class unknown to the bundle"`` or ``"class
+    dropped by scheme <scheme>"`` (never mapped onto another class)."""
     if label in bundle_classes:
-        return label, False
+        return label, False, ""
     try:
         mapped = load_taxonomy(CANONICAL, scheme).map([label])[0]
     except InputError:
-        return None, False
-    return (mapped, True) if mapped in bundle_classes else (None, False)
+        return None, False, "class unknown to the bundle"
+    if mapped is None:
+        return None, False, f"class dropped by scheme {scheme}"
+    return (mapped, True, "") if mapped in bundle_classes else (None, False, "class unknown to the bundle")
 
 
 def read_labels_file(path: str | os.PathLike, cells: pd.DataFrame, bundle_classes: Sequence[str],
@@ -115,9 +118,9 @@ def read_labels_file(path: str | os.PathLike, cells: pd.DataFrame, bundle_classe
         if not found:
             skip("image not in the store")
             continue
-        label, renamed = bundle_class((row.get("class") or "").strip(), bundle_classes, scheme)
+        label, renamed, why = bundle_class((row.get("class") or "").strip(), bundle_classes, scheme)
         if label is None:
-            skip("class unknown to the bundle")
+            skip(why)
             continue
         index_text = (row.get("cell_index") or "").strip()
         if index_text:
@@ -153,9 +156,9 @@ def store_labels(cells: pd.DataFrame, bundle_classes: Sequence[str], scheme: str
     for cell_id, label in enumerate(cells["label"]):
         if not isinstance(label, str) or not label:
             continue
-        name, renamed = bundle_class(label, bundle_classes, scheme)
+        name, renamed, why = bundle_class(label, bundle_classes, scheme)
         if name is None:
-            key = f"class unknown to the bundle: {label}"
+            key = f"{why}: {label}"
             skipped[key] = skipped.get(key, 0) + 1
             continue
         rows.append(cell_id)
@@ -171,8 +174,10 @@ def continue_training(bundle: Bundle, source_store: str | os.PathLike, target_st
     (one more domain); returns the checkpoint (``out/checkpoint.pt``) and the domain names in id order.
 
     The model starts from the bundle's weights with a fresh optimizer; the trainer settings are the bundle's
-    (``trainer_config``) with ``epochs`` and ``trainer_options`` (e.g. ``{"lr": 1e-4, "batch_size": 64}``)
-    replacing theirs. The alignment source (id 0) is the source domain of the bundle's embedding
+    (``trainer_config``) except: ``image_from_epoch`` = ``epochs`` (the cheap path only: encoder, feature decoder
+    and alignment; the codes come from the encoder) and ``beta_warmup_epochs`` = 0 (the model is trained: the
+    alignment acts at full weight from the first step), then ``trainer_options`` (e.g. ``{"lr": 1e-4,
+    "image_from_epoch": 8}``) and ``epochs`` replace theirs. The alignment source (id 0) is the source domain of the bundle's embedding
     (its ``domain_ids``), else the first source domain in sorted order.
     """
     import torch
@@ -184,8 +189,9 @@ def continue_training(bundle: Bundle, source_store: str | os.PathLike, target_st
     from extractors.trainer import CHECKPOINT_FORMAT, AutoencoderTrainer, TrainerConfig
 
     state = read_checkpoint(bundle.autoencoder_checkpoint, CHECKPOINT_FORMAT, "bundle autoencoder")
-    config = TrainerConfig.from_dict({**state["trainer_config"], **dict(trainer_options or {}), "epochs": epochs,
-                                      "progress": progress})
+    adapting = {"image_from_epoch": epochs, "beta_warmup_epochs": 0.0}  # cheap path, alignment at full weight
+    config = TrainerConfig.from_dict({**state["trainer_config"], **adapting, **dict(trainer_options or {}),
+                                      "epochs": epochs, "progress": progress})
     with CellStore.open(source_store) as store:
         recorded = (store.embedding_attrs(bundle.embedding_name).get("domain_ids")
                     if bundle.embedding_name in store.embedding_names() else None)
