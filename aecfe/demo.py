@@ -69,6 +69,9 @@ class DemoConfig:
     seed: int = 0
     umap: bool = True
     progress: bool = True
+    device: str = "cpu"
+    """Where the detector and the autoencoder train and run (``aecfe-demo --device``; default there: the GPU if
+    present, else the CPU)."""
 
 
 def synthetic_inputs(out: Path, n_per_domain: int, n_fields: int, seed: int) -> tuple[Path, list]:
@@ -113,9 +116,9 @@ def train_or_load_detector(out: Path, training: list, config: DemoConfig) -> tup
         train_detector(training, out_dir=out / "detector", backbone="mobilenet_v2", epochs=1000,
                        max_steps=config.detector_steps, max_seconds=config.detector_seconds, batch_size=2, lr=0.02,
                        warmup_steps=20, seed=config.seed, min_size=DETECTOR_SIZE, max_size=DETECTOR_SIZE,
-                       extra=FAST_MASKRCNN, progress=config.progress)
+                       extra=FAST_MASKRCNN, progress=config.progress, device=config.device)
         (out / "detector" / "done").touch()
-    detector = make_detector("torchvision", checkpoint=str(checkpoint), **options)
+    detector = make_detector("torchvision", checkpoint=str(checkpoint), device=config.device, **options)
     return detector, detector_identity(checkpoint, "torchvision", **options)
 
 
@@ -129,7 +132,8 @@ def train_or_load_autoencoder(store_path: Path, out: Path, config: DemoConfig) -
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
         return checkpoint
-    tune_cpu_allocator()
+    if config.device == "cpu":
+        tune_cpu_allocator()
     overrides = {"batch_size": config.ae_batch, "alignment": config.alignment, "balance_domains": True,
                  "seed": config.seed, "checkpoint_every": 0, "progress": config.progress}
     if config.ae_epochs:
@@ -137,7 +141,7 @@ def train_or_load_autoencoder(store_path: Path, out: Path, config: DemoConfig) -
     model_config, trainer_config = recipe_configs(config.recipe, trainer=overrides)
     if not config.ae_epochs:
         trainer_config.grid_every = trainer_config.epochs
-    return train_on_store(store_path, out, model_config, trainer_config)
+    return train_on_store(store_path, out, model_config, trainer_config, device=config.device)
 
 
 def domain_probe(X, domains, seed: int) -> str:
@@ -181,7 +185,7 @@ def run_demo(out: Path, config: DemoConfig) -> str:
     lap("extraction")
     ae_checkpoint = train_or_load_autoencoder(store_path, out / "autoencoder", config)
     lap("autoencoder training")
-    stage = autoencoder_stage(ae_checkpoint)
+    stage = autoencoder_stage(ae_checkpoint, device=config.device)
     write_embedding(store_path, stage, progress=config.progress)
     lap("encoding")
 

@@ -19,7 +19,9 @@ import logging
 import shutil
 from pathlib import Path
 
+from aecfe.cli import add_device
 from aecfe.demo import DemoConfig, run_demo
+from aecfe.devices import resolve_device
 from extractors.recipes import DEFAULT_RECIPE, RECIPES
 
 
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="split and model seeds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the models")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    add_device(parser)
     parser.add_argument("--no-umap", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -62,6 +65,6 @@ def main(argv=None) -> int:
                         detector_seconds=args.detector_seconds, detector_steps=args.detector_steps,
                         ae_epochs=args.ae_epochs, recipe=args.recipe, ae_batch=args.ae_batch,
                         alignment=args.alignment, heads=args.heads, seeds=args.seeds, seed=args.seed,
-                        umap=not args.no_umap, progress=not args.no_progress)
+                        umap=not args.no_umap, progress=not args.no_progress, device=resolve_device(args.device))
     print(run_demo(args.out, config))
     return 0
