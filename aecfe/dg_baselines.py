@@ -74,8 +74,10 @@ def load_image_domains(records, scheme: str, preload_size: int):
     """(:class:`~classifiers.dg.ImageDataset`, labels (N,) str, domains (N,) str) of the records ``scheme``
     keeps: canonical labels, or each record's label through its class map into the scheme
     (:func:`aecfe.taxonomy.relabel`, None = dropped). ``preload_size`` > 0: images read once and kept in memory
-    at that side; 0: the files are read at every access."""
+    at that side; 0: the files are read at every access. The dataset's ``keys`` are the files' SHA-1 (a cell
+    store's ``cell_groups``), so the few-shot workflow draws the same images as the heads' few-shot rows."""
     from aecfe.taxonomy import CANONICAL, relabel
+    from aecfe.io import sha1_file
     from classifiers.dg.data import ImageDataset, preload_images
 
     if scheme == CANONICAL:
@@ -91,7 +93,8 @@ def load_image_domains(records, scheme: str, preload_size: int):
     paths = [r.path for r in records]
     images = preload_images(paths, preload_size) if preload_size > 0 else [str(p) for p in paths]
     logger.info("images per class and domain:\n%s", class_domain_counts(labels, domains).to_string())
-    return ImageDataset(images, labels, domains), labels, domains
+    keys = [sha1_file(path) for path in paths]
+    return ImageDataset(images, labels, domains, keys=keys), labels, domains
 
 
 # ---- runs --------------------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 the head's training set, scored on the rest of it, like every other head (:mod:`aecfe.evaluation`).
 
 Per seed and held-out (target) domain: the shots are :func:`aecfe.splits.few_shot_selection` (k image groups per
-class of the target, by the seed and the cells' group keys: the same cells ``aecfe-adapt --shots`` and the deep
-few-shot fine-tuning on crops use); the head is fitted on every cell of the other domains plus the shots and
+class of the target, by the seed and the cells' group keys: the same images ``aecfe-adapt --shots`` and the deep
+few-shot fine-tuning, on whole images or crops, use); the head is fitted on every cell of the other domains plus the shots and
 scored on the target's cells outside the shots' groups (no cell of a shot's image, or of a byte-identical copy, is
 scored). ``k = 0`` is plain leave-one-domain-out (no shot, the whole target scored). The results are
 :class:`~aecfe.evaluation.CrossDomainResult` s (protocol ``lodo`` / ``whole_domain``, ``test_part``

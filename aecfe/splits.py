@@ -9,7 +9,7 @@ each group is split as one unit (see :func:`domain_splits`).
 
 Few-shot: :func:`few_shot_selection` picks the k labelled groups (images) per class of a held-out domain from a
 seed and the groups' keys alone, the one selection of every few-shot method (``aecfe-adapt --shots``, the
-embedding-head few-shot rows, the deep few-shot fine-tuning on crops).
+embedding-head few-shot rows, the deep few-shot fine-tuning on whole images and on crops).
 
 Example::
 
@@ -133,7 +133,7 @@ def shot_rank(seed: int, key: str) -> str:
 def few_shot_selection(labels, k: int, seed: int = 0, *, keys=None, candidates=None) -> np.ndarray:
     """The k labelled samples per class of a held-out domain that every few-shot method uses (sorted int64
     indices): the one selection shared by ``aecfe-adapt``, the embedding-head few-shot rows and the deep few-shot
-    fine-tuning on crops, so all of them see the same k labelled cells.
+    fine-tuning (whole images keyed by their SHA-1, or crops), so all of them see the same k labelled cells.
 
     Args:
         labels: (N,) class labels (any hashable; compared as given).

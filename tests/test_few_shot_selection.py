@@ -39,3 +39,25 @@ def test_the_deep_few_shot_on_crops_draws_the_same_cells():
     target = np.arange(2, 8)
     assert np.array_equal(few_shot_indices(labels, 2, 4, candidates=target, keys=keys),
                           few_shot_selection(labels, 2, 4, keys=keys, candidates=target))
+
+
+def test_whole_images_carry_their_content_keys_into_the_few_shot_selection(tmp_path):
+    """load_image_domains keys each image by its file's SHA-1 (a store's cell_groups): the deep few-shot on whole
+    images then picks the same images as the heads on the store's cells, in any order."""
+    from aecfe.dg_baselines import load_image_domains, scan_synthetic_domains
+    from aecfe.io import sha1_file
+    from classifiers.dg.crops import shot_keys
+    from classifiers.dg.data import few_shot_indices
+
+    records = scan_synthetic_domains(tmp_path, 12, 32)
+    data, labels, domains = load_image_domains(records, "canonical", 0)
+    assert data.keys.tolist() == [sha1_file(path) for path in data.images]
+    target = np.flatnonzero(domains == domains[-1])
+    chosen = few_shot_indices(data.targets, 2, 0, candidates=target, keys=shot_keys(data))
+    assert np.array_equal(chosen, few_shot_selection(labels, 2, 0, keys=data.keys, candidates=target))
+    order = np.random.default_rng(0).permutation(len(data))
+    shuffled = data.subset(order)
+    assert shuffled.keys.tolist() == data.keys[order].tolist()
+    again = few_shot_indices(shuffled.targets, 2, 0, candidates=np.flatnonzero(domains[order] == domains[-1]),
+                             keys=shot_keys(shuffled))
+    assert sorted(shuffled.keys[again]) == sorted(data.keys[chosen])

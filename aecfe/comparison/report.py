@@ -315,9 +315,9 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
             lines += ["## Few-shot: k labelled cells per class of the held-out lab (LODO f1-macro)", "",
                       "Leave one lab out with k labelled cells (images) per class of the held-out lab added to the "
                       "training set, scored on the rest of that lab: the deep few-shot fine-tuning (FewShot) and the "
-                      "embedding heads (`<head>`, the head refitted with the k cells: seconds); on the detector's "
-                      "crops every method gets the same k cells (`aecfe.splits.few_shot_selection`), on whole images "
-                      "the deep baseline draws its own.", "", shots.to_markdown(index=False), ""]
+                      "embedding heads (`<head>`, the head refitted with the k cells: seconds); every method gets the "
+                      "same k images per class (`aecfe.splits.few_shot_selection`, by the images' content hash), on "
+                      "whole images and on crops.", "", shots.to_markdown(index=False), ""]
         extremes = plot_extremes(scores, table, methods_dir, out_dir)
         if extremes:
             lines += ["## Confusion matrices (LODO, folds and seeds summed)", ""]

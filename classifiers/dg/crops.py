@@ -68,6 +68,13 @@ def dataset_groups(dataset) -> np.ndarray | None:
     return getattr(dataset, "groups", None) if is_crop_dataset(dataset) else None
 
 
+def shot_keys(dataset) -> np.ndarray | None:
+    """The (N,) keys the few-shot workflow selects and excludes its shots by: a crop dataset's groups, else the
+    images' content ``keys`` (:class:`~classifiers.dg.data.ImageDataset`), None when neither is known."""
+    groups = dataset_groups(dataset)
+    return groups if groups is not None else getattr(dataset, "keys", None)
+
+
 def resize_crops(crops: np.ndarray, size: int | None) -> np.ndarray:
     """uint8 (n, 3, S, S) channels first -> uint8 (n, size, size, 3) channels last (bilinear with antialiasing,
     rounded; ``size`` None or S: only transposed)."""

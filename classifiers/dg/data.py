@@ -61,17 +61,23 @@ class ImageDataset(Dataset):
         domains: (N,) domain names; ``domain_names`` orders them (default sorted) -> ``domain_ids``.
         transform: applied to the float (3, H, W) image: one callable, or ``{domain name: callable}`` (domains
             absent from the mapping get none).
+        keys: optional (N,) content keys of the images (the SHA-1 of each file, as a cell store's
+            ``cell_groups``): the few-shot workflow then draws its shots with the shared selection
+            (:func:`aecfe.splits.few_shot_selection`), the same images the embedding heads get.
 
     ``dataset[i]`` is (x, class id, domain id); ``dataset[index_array]`` is a :meth:`subset`.
 
     Attributes:
-        targets (N,) int64, domain_ids (N,) int64, classes, domain_names.
+        targets (N,) int64, domain_ids (N,) int64, classes, domain_names, keys ((N,) object or None).
     """
 
     def __init__(self, images: Sequence[Any] | np.ndarray, labels: Sequence[Any], domains: Sequence[Any], *,
                  classes: Sequence[Any] | None = None, domain_names: Sequence[str] | None = None,
-                 transform: Transform | Mapping[str, Transform] | None = None):
+                 transform: Transform | Mapping[str, Transform] | None = None, keys: Sequence[Any] | None = None):
         labels, domains = np.asarray(labels), np.asarray(domains).astype(str)
+        if keys is not None and len(keys) != len(labels):
+            raise InputError(f"keys has {len(keys)} entries for {len(labels)} images")
+        self.keys = None if keys is None else np.asarray(keys, dtype=object)
         if not len(images) == len(labels) == len(domains):
             raise InputError(f"images, labels and domains differ in length: {len(images)}, {len(labels)}, "
                              f"{len(domains)}")
@@ -116,7 +122,7 @@ class ImageDataset(Dataset):
                             np.asarray(self.domain_names)[self.domain_ids[indices]], classes=self.classes,
                             domain_names=self.domain_names,
                             transform=self.transform if isinstance(transform, str) and transform == "same"
-                            else transform)
+                            else transform, keys=None if self.keys is None else self.keys[indices])
 
     def class_counts(self) -> np.ndarray:
         """(n_domains, n_classes) int64 sample counts."""

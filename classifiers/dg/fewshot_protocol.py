@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from aecfe.errors import InputError
 from aecfe.splits import SHOT_SELECTION
-from classifiers.dg.crops import dataset_groups
+from classifiers.dg.crops import shot_keys
 from classifiers.dg.data import ImageDataset
 from classifiers.dg.hparams import get_hparams
 from classifiers.dg.training import TrainConfig, predict_dataset
@@ -61,11 +61,12 @@ def protocol_fingerprint(dataset: ImageDataset, source_hparams: Mapping[str, Any
                          degrade_domains: Sequence[str]) -> str:
     """12 hex digits of sha256(settings as sorted-key JSON + the dataset's class ids (N,) int64 bytes), the
     settings being the full ``FewShot`` and ``FewShotFinetune`` hyper-parameters, ``trainable``, the sorted
-    degraded domains and, for crops with groups, :data:`aecfe.splits.SHOT_SELECTION` (their shots' rule)."""
+    degraded domains and, for keyed images and crops (:func:`classifiers.dg.crops.shot_keys`),
+    :data:`aecfe.splits.SHOT_SELECTION` (their shots' rule)."""
     settings = {"source": get_hparams("FewShot", source_hparams),
                 "finetune": get_hparams("FewShotFinetune", finetune_hparams),
                 "trainable": trainable, "degrade": sorted(degrade_domains)}
-    if dataset_groups(dataset) is not None:  # crops with groups draw their shots by the shared selection
+    if shot_keys(dataset) is not None:  # keyed images and crops draw their shots by the shared selection
         settings["shot_selection"] = SHOT_SELECTION
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()
                           + np.ascontiguousarray(dataset.targets).tobytes()).hexdigest()[:12]

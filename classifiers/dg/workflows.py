@@ -4,16 +4,18 @@
    Reinhard-normalised to the fixed reference statistics, ``degrade_domains`` (the high-quality source) degraded
    in resolution and zoom.
 2. At most ``shots_per_class`` labelled target images per class, drawn class-stratified
-   (:func:`~classifiers.dg.data.few_shot_indices`; on crops with groups the shared selection
-   :func:`aecfe.splits.few_shot_selection`, the same cells as the embedding heads' few-shot rows and
-   ``aecfe-adapt --shots``; on whole images a seeded draw over the dataset's order); fine-tuning of a copy of the source model on them
-   (``trainable="all"``, the repo setting, or ``"head"``).
+   (:func:`~classifiers.dg.data.few_shot_indices`; with content keys — a crop dataset's groups, or whole images
+   loaded with their SHA-1 (:func:`aecfe.dg_baselines.load_image_domains`) — the shared selection
+   :func:`aecfe.splits.few_shot_selection`: the same images as the embedding heads' few-shot rows and
+   ``aecfe-adapt --shots``; without keys a seeded draw over the dataset's order); fine-tuning of a copy of the
+   source model on them (``trainable="all"``, the repo setting, or ``"head"``).
 3. Prediction on every other target image, by the source model (no fine-tuning) and the fine-tuned one, scored
    with :func:`aecfe.metrics.classification_scores`.
 
 On cell crops (:class:`~classifiers.dg.crops.CropDataset`) the transforms are the crop versions (the
 degradation keeps its resolution loss, drops its zoom: :mod:`classifiers.dg.transforms`), and a target cell
-that shares its group (its image, or a byte-identical copy) with a shot is not scored.
+that shares its group (its image, or a byte-identical copy) with a shot is not scored; whole images with content
+keys likewise (a byte-identical copy of a shot is not scored).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from torch.utils.data import DataLoader
 from aecfe.errors import InputError
 from aecfe.metrics import classification_scores
 from classifiers.dg.algorithms import Algorithm, FewShotFinetune, build_algorithm
-from classifiers.dg.crops import dataset_groups, is_crop_dataset
+from classifiers.dg.crops import is_crop_dataset, shot_keys
 from classifiers.dg.data import ImageDataset, few_shot_indices
 from classifiers.dg.hparams import get_hparams
 from classifiers.dg.training import TrainConfig, predict_dataset, train
@@ -76,7 +78,7 @@ def few_shot_workflow(dataset: ImageDataset, sources: Sequence[str], target: str
     source_ids = [names.index(s) for s in sources]
     source_index = np.flatnonzero(np.isin(dataset.domain_ids, source_ids))
     target_index = np.flatnonzero(dataset.domain_ids == names.index(target))
-    crops, groups = is_crop_dataset(dataset), dataset_groups(dataset)
+    crops, groups = is_crop_dataset(dataset), shot_keys(dataset)
 
     def run_config(name: str) -> TrainConfig:
         out_dir = None if config.out_dir is None else Path(config.out_dir) / name
@@ -91,7 +93,7 @@ def few_shot_workflow(dataset: ImageDataset, sources: Sequence[str], target: str
 
     finetune_index = few_shot_indices(dataset.targets, shots, seed, candidates=target_index, keys=groups)
     test_index = np.setdiff1d(target_index, finetune_index)
-    if groups is not None:  # no scored cell from the image (or an identical copy) of a shot
+    if groups is not None:  # no scored cell or image from the image (or an identical copy) of a shot
         test_index = test_index[~np.isin(groups[test_index], groups[finetune_index])]
     finetuned = FewShotFinetune.from_algorithm(source, {"trainable": trainable, **(finetune_hparams or {})})
     finetune_set = dataset.subset(finetune_index, transform=train_transform("fewshot_target", size, crops=crops))
