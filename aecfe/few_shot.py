@@ -3,9 +3,9 @@ the head's training set, scored on the rest of it, like every other head (:mod:`
 
 Per seed and held-out (target) domain: the shots are :func:`aecfe.splits.few_shot_selection` (k image groups per
 class of the target, by the seed and the cells' group keys: the same images ``aecfe-adapt --shots`` and the deep
-few-shot fine-tuning, on whole images or crops, use); the head is fitted on every cell of the other domains plus the shots and
-scored on the target's cells outside the shots' groups (no cell of a shot's image, or of a byte-identical copy, is
-scored). ``k = 0`` is plain leave-one-domain-out (no shot, the whole target scored). The results are
+few-shot fine-tuning, on whole images or crops, use); the head is fitted on every cell of the other domains plus
+the shots and scored on the target's cells outside the shots' groups (no cell of a shot's image, or of a
+byte-identical copy, is scored). ``k = 0`` is plain leave-one-domain-out (no shot, the whole target scored). The results are
 :class:`~aecfe.evaluation.CrossDomainResult` s (protocol ``lodo`` / ``whole_domain``, ``test_part``
 ``all_but_<k>_shots_per_class``), one per k, named ``<head>_k<k>``; written with ``to_files`` under
 ``<methods_dir>/<method>/<head>_k<k>/`` the comparison report shows them
