@@ -177,8 +177,8 @@ def continue_training(bundle: Bundle, source_store: str | os.PathLike, target_st
     (``trainer_config``) except: ``image_from_epoch`` = ``epochs`` (the cheap path only: encoder, feature decoder
     and alignment; the codes come from the encoder) and ``beta_warmup_epochs`` = 0 (the model is trained: the
     alignment acts at full weight from the first step), then ``trainer_options`` (e.g. ``{"lr": 1e-4,
-    "image_from_epoch": 8}``) and ``epochs`` replace theirs. The alignment source (id 0) is the source domain of the bundle's embedding
-    (its ``domain_ids``), else the first source domain in sorted order.
+    "image_from_epoch": 8}``) and ``epochs`` replace theirs. The alignment source (id 0) is the source domain of the
+    bundle's embedding (its ``domain_ids``), else the first source domain in sorted order.
     """
     import torch
 
@@ -256,16 +256,17 @@ def fit_head(bundle: Bundle, embedded: Embedded, target_rows: np.ndarray, target
 
 def adapt_bundle(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *,
                  source_store: str | os.PathLike | None = None, labels_file: str | os.PathLike | None = None,
-                 shots: Sequence[int] = (), seed: int = 0, epochs: int = 10, trainer_options: Mapping | None = None,
+                 shots: Sequence[int] = (), seeds: Sequence[int] = (0,), epochs: int = 10,
+                 trainer_options: Mapping | None = None,
                  device: str = "cpu", batch_size: int = 4, encode_batch: int = 256, max_memory_gb: float = 2.0,
                  command: str = "", overwrite: bool = False, progress: bool = True) -> dict:
     """Adapt ``bundle`` to ``listing``'s images into ``out`` (module docstring); returns the report
     (``adaptation.json``). ``source_store``: the store the bundle was trained on (default the path its provenance
-    records); ``shots``: k values to measure (each writes ``bundle_k<k>``); ``seed``: the shots' selection."""
+    records); ``shots``: k values to measure (each writes ``bundle_k<k>`` with the shots of the first seed);
+    ``seeds``: the shots' selection seeds (each k is scored per seed)."""
     from aecfe.classifier_training import check_reproduces, labelled_rows
-    from aecfe.metrics import classification_scores
-    from aecfe.splits import SHOT_SELECTION
     from aecfe.few_shot import shot_split
+    from aecfe.splits import SHOT_SELECTION
     from aecfe.store import CellStore, autoencoder_stage, write_embedding
 
     if bundle.autoencoder_checkpoint is None:
@@ -273,8 +274,9 @@ def adapt_bundle(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *,
                          "an autoencoder bundle (the unlabelled cells train the autoencoder)")
     if labels_file is not None and shots:
         raise InputError("give either a labels file or shots to measure, not both")
-    if any(k < 0 for k in shots):
-        raise InputError(f"shots must be k >= 0, got {list(shots)}")
+    if any(k < 0 for k in shots) or not seeds:
+        raise InputError(f"shots must be k >= 0 and seeds at least one, got {list(shots)} and {list(seeds)}")
+    seeds = list(seeds)
     provenance = bundle.description["provenance"]
     source_store = Path(source_store or provenance.get("training_store") or "")
     if not source_store.is_file():
@@ -342,23 +344,20 @@ def adapt_bundle(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *,
         "training_store_matches_bundle": bool(source_matches), "embedding": adapted_name,
         "autoencoder": {"epochs": epochs, "options": dict(trainer_options or {}), "domains": domain_names},
         "command": command, "n_cells": int(len(source_y))}
-    bundles, rows_out = {}, []
+    bundles = {}
     plan = [("bundle", None)] if not shots else [(f"bundle_k{k}", k) for k in shots]
     for name, k in plan:
         if k is None:  # the labels file's cells (none without one: the new lab's own labels are never used)
             chosen, chosen_labels = (given.rows, given.labels) if labels_file else (given.rows[:0], given.labels[:0])
-            scored = given.rows[:0]
             note = {"labels_file": None if labels_file is None else str(Path(labels_file).resolve()),
                     "target_labelled_cells": int(len(chosen)),
                     "labels_skipped": given.skipped if labels_file else {}}
         else:
-            local_shots, local_scored = shot_split(given.labels, groups[given.rows], np.arange(len(given.rows)),
-                                                   k, seed)
-            chosen, chosen_labels = given.rows[local_shots], given.labels[local_shots]
-            scored = local_scored
-            note = {"shots_per_class": k, "shot_seed": seed, "shot_selection": SHOT_SELECTION,
+            local, _ = shot_split(given.labels, groups[given.rows], np.arange(len(given.rows)), k, seeds[0])
+            chosen, chosen_labels = given.rows[local], given.labels[local]
+            note = {"shots_per_class": k, "shot_seed": seeds[0], "shot_selection": SHOT_SELECTION,
                     "target_labelled_cells": int(len(chosen))}
-        head, fit_s = fit_head(bundle, embedded["adapted"], chosen, chosen_labels)
+        head, _ = fit_head(bundle, embedded["adapted"], chosen, chosen_labels)
         path = save_bundle(targets[name], head, detector_checkpoint=bundle.detector_checkpoint, embedder=embedder,
                            scheme=bundle.scheme, detector_options=bundle.preprocessing,
                            provenance={**base_provenance, **note,
@@ -366,15 +365,7 @@ def adapt_bundle(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *,
                            overwrite=overwrite)
         check_reproduces(path, store_path, adapted_name)
         bundles[name] = str(path)
-        if k is None or not len(scored):
-            continue
-        for which, emb in embedded.items():
-            fitted, seconds = (head, fit_s) if which == "adapted" else fit_head(bundle, emb, chosen, chosen_labels)
-            truth, test_rows = given.labels[scored], given.rows[scored]
-            result = classification_scores(truth, fitted.predict(emb.target_X[test_rows]), fitted.classes_)
-            rows_out.append({"embedding": which, "k": k, "f1_macro": result["f1_macro"],
-                             "accuracy": result["accuracy"], "n_shots": int(len(chosen)),
-                             "n_scored": int(len(scored)), "head_fit_s": round(seconds, 3)})
+    rows_out = measure_shots(bundle, embedded, given, groups, shots, seeds) if shots else []
     report = {"bundle": str(bundle.path), "out": str(out), "store": str(store_path), "device": device,
               "bundles": bundles, "source_store": str(source_store), "source_store_matches_bundle": source_matches,
               "domains": domain_names, "epochs": epochs, "new_lab_cells": int(len(cells)),
@@ -389,13 +380,45 @@ def adapt_bundle(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *,
     return report
 
 
+def measure_shots(bundle: Bundle, embedded: Mapping[str, Embedded], given: TargetLabels, groups: np.ndarray,
+                  shots: Sequence[int], seeds: Sequence[int]) -> list[dict]:
+    """Per seed, k and embedding (``"bundle"``: the bundle's autoencoder, ``"adapted"``): a fresh copy of the
+    bundle's head fitted on the source plus the k shots per class (:func:`aecfe.few_shot.shot_split` of the
+    labelled new-lab cells ``given``, ``groups`` the new store's cell groups), scored on the new lab's labelled cells
+    outside the shots' images: rows ``{embedding, seed, k, f1_macro, accuracy, n_shots, n_scored, head_fit_s}``."""
+    from aecfe.few_shot import shot_split
+    from aecfe.metrics import classification_scores
+
+    rows = []
+    for seed in seeds:
+        for k in shots:
+            local, scored = shot_split(given.labels, groups[given.rows], np.arange(len(given.rows)), k, seed)
+            if not len(scored):
+                continue
+            for which, emb in embedded.items():
+                head, seconds = fit_head(bundle, emb, given.rows[local], given.labels[local])
+                predicted = head.predict(emb.target_X[given.rows[scored]])
+                result = classification_scores(given.labels[scored], predicted, head.classes_)
+                rows.append({"embedding": which, "seed": seed, "k": k, "f1_macro": result["f1_macro"],
+                             "accuracy": result["accuracy"], "n_shots": int(len(local)), "n_scored": int(len(scored)),
+                             "head_fit_s": round(seconds, 3)})
+    return rows
+
+
 def few_shot_markdown(table: pd.DataFrame, wall_s: Mapping[str, float]) -> str:
-    """F1-macro and accuracy (%) per k, bundle's embedding vs adapted one, with the wall times."""
-    shown = table.assign(f1_macro=(100 * table["f1_macro"]).round(1), accuracy=(100 * table["accuracy"]).round(1))
+    """F1-macro and accuracy (%, mean ± std over seeds) per k, the bundle's embedding vs the adapted one, with the
+    wall times."""
+    def cell(values: pd.Series) -> str:
+        return f"{100 * values.mean():.1f}" + (f" ± {100 * values.std(ddof=0):.1f}" if len(values) > 1 else "")
+
+    grouped = table.groupby(["k", "embedding"], sort=True)
+    shown = pd.DataFrame({"F1-macro": grouped["f1_macro"].agg(cell), "accuracy": grouped["accuracy"].agg(cell),
+                          "shots": grouped["n_shots"].mean().round(1), "scored": grouped["n_scored"].mean().round(1),
+                          "seeds": grouped["seed"].nunique()}).reset_index()
     times = ", ".join(f"{key.removesuffix('_s')} {value:.1f} s" for key, value in wall_s.items())
     return ("New lab's cells outside the shots' images, k labelled cells per class added to the head (F1-macro and "
-            f"accuracy in %; embedding 'bundle' = the bundle's autoencoder, 'adapted' = after adaptation).\n\n"
-            f"{shown.to_markdown(index=False)}\n\nWall time: {times}.\n")
+            "accuracy in %, mean ± std over the selection seeds; embedding 'bundle' = the bundle's autoencoder, "
+            f"'adapted' = after adaptation).\n\n{shown.to_markdown(index=False)}\n\nWall time: {times}.\n")
 
 
 def _counts(labels: np.ndarray) -> dict:

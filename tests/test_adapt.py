@@ -21,7 +21,7 @@ def measured(workflow, tmp_path_factory):  # noqa: F811
 
     out = tmp_path_factory.mktemp("adapt") / "lab_c"
     assert adapt([str(workflow["bundle"]), "--domain", f"lab_c={workflow['images'] / 'lab_c'}",
-                  "--shots", "0,1", "--out", str(out), *FAST]) == 0
+                  "--shots", "0,1", "--shot-seeds", "0,1", "--out", str(out), *FAST]) == 0
     return out
 
 
@@ -71,12 +71,15 @@ def test_the_k_labelled_cells_enter_the_head_and_the_rest_is_scored(workflow, me
         expected[label] = expected.get(label, 0) + 1
     assert k1["class_counts"] == expected
     rows = list(csv.DictReader(open(measured / "few_shot.csv")))
-    assert {(row["embedding"], row["k"]) for row in rows} == {("adapted", "0"), ("bundle", "0"), ("adapted", "1"),
-                                                             ("bundle", "1")}
+    assert sorted((row["embedding"], row["k"], row["seed"]) for row in rows) == sorted(
+        (embedding, k, seed) for embedding in ("adapted", "bundle") for k in "01" for seed in "01")
     for row in rows:
         assert 0 <= float(row["f1_macro"]) <= 1 and 0 <= float(row["accuracy"]) <= 1
-        assert int(row["n_scored"]) == int(known.sum()) - (len(shots) if row["k"] == "1" else 0)
-    assert "Wall time" in (measured / "few_shot.md").read_text()
+        chosen = few_shot_selection(labels, 1, int(row["seed"]), keys=groups, candidates=np.flatnonzero(known))
+        assert int(row["n_scored"]) == int(known.sum()) - (len(chosen) if row["k"] == "1" else 0)
+        assert int(row["n_shots"]) == (len(chosen) if row["k"] == "1" else 0)
+    text = (measured / "few_shot.md").read_text()
+    assert "Wall time" in text and " ± " in text  # two seeds: mean ± std
 
 
 def test_a_labels_file_adds_its_cells_and_counts_bad_rows(workflow, measured, tmp_path):  # noqa: F811

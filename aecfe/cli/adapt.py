@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_argument("--labels", type=Path, metavar="CSV", help="labelled new-lab cells: image,class[,cell_index]")
     labels.add_argument("--shots", type=int_list, default=[], metavar="K,...",
                         help="measure: k labelled cells per class of the (labelled) new lab, one bundle per k")
-    parser.add_argument("--shot-seed", type=int, default=0, help="seed of the shots' selection")
+    parser.add_argument("--shot-seeds", type=int_list, default=[0], metavar="S,...",
+                        help="seeds of the shots' selection (each k scored per seed; bundles: the first seed's)")
     parser.add_argument("--epochs", type=nonnegative_int, default=10, help="further autoencoder epochs")
     parser.add_argument("--train-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="autoencoder trainer setting replacing the bundle's, e.g. lr=0.0001, batch_size=64")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(args.bundle)
     listing = collect_inputs(**image_inputs(args))
     report = adapt_bundle(bundle, listing, args.out, source_store=args.source_store, labels_file=args.labels,
-                          shots=args.shots, seed=args.shot_seed, epochs=args.epochs,
+                          shots=args.shots, seeds=args.shot_seeds, epochs=args.epochs,
                           trainer_options=dict(args.train_option), device=resolve_device(args.device),
                           batch_size=args.batch_size, encode_batch=args.encode_batch,
                           max_memory_gb=args.max_memory_gb, command=shlex.join(map(str, invoked)),
