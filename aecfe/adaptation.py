@@ -242,6 +242,21 @@ class Embedded:
     target_X: np.ndarray
 
 
+def embed_both(stage, bundle: Bundle, source_store: str | os.PathLike, target_store: str | os.PathLike) -> Embedded:
+    """``stage``'s codes of the source store's cells labelled with a bundle class (in the bundle's scheme; computed
+    in memory, the source store is only read) and of every new-lab cell (the target store's embedding
+    ``stage.name``, written already)."""
+    from aecfe.classifier_training import labelled_rows
+    from aecfe.store import CellStore
+
+    with CellStore.open(source_store) as store:
+        rows, source_y, _, _ = labelled_rows(store, bundle.scheme, CANONICAL)
+    known = np.isin(source_y, bundle.classes)
+    with CellStore.open(target_store) as store:
+        target_X = store.embedding(stage.name)
+    return Embedded(stage.name, stage_codes(stage, source_store, rows[known]), source_y[known], target_X)
+
+
 def fit_head(bundle: Bundle, embedded: Embedded, target_rows: np.ndarray, target_labels: np.ndarray):
     """A fresh copy of the bundle's head (same class and hyper-parameters) fitted on the source's labelled cells
     plus the new-lab cells ``target_rows`` labelled ``target_labels``; returns (head, fit seconds)."""
@@ -264,7 +279,7 @@ def adapt_bundle(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *,
     (``adaptation.json``). ``source_store``: the store the bundle was trained on (default the path its provenance
     records); ``shots``: k values to measure (each writes ``bundle_k<k>`` with the shots of the first seed);
     ``seeds``: the shots' selection seeds (each k is scored per seed)."""
-    from aecfe.classifier_training import check_reproduces, labelled_rows
+    from aecfe.classifier_training import check_reproduces
     from aecfe.few_shot import shot_split
     from aecfe.splits import SHOT_SELECTION
     from aecfe.store import CellStore, autoencoder_stage, write_embedding
@@ -281,7 +296,8 @@ def adapt_bundle(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *,
     source_store = Path(source_store or provenance.get("training_store") or "")
     if not source_store.is_file():
         raise InputError(f"{source_store}: the bundle's training store is not there; give it (--source-store)")
-    source_matches = sha256_file(source_store) == provenance.get("training_store_sha256")
+    source_sha256 = sha256_file(source_store)
+    source_matches = source_sha256 == provenance.get("training_store_sha256")
     if not source_matches:
         logger.warning("%s: not byte-identical to the store %s was trained on (changed since?); adapting on it",
                        source_store, bundle.path)
@@ -320,16 +336,9 @@ def adapt_bundle(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *,
     stage = autoencoder_stage(checkpoint, adapted_name, encode_batch, device=device,
                               extra_attrs={"domain_ids": domain_names, "adapted_from": str(bundle.path)})
     write_embedding(store_path, stage, progress=progress)
-    with CellStore.open(source_store) as store:
-        rows, source_y, _, _ = labelled_rows(store, bundle.scheme, CANONICAL)
-    known = np.isin(source_y, bundle.classes)
-    rows, source_y = rows[known], source_y[known]
-    with CellStore.open(store_path) as store:
-        embedded = {"adapted": Embedded(adapted_name, stage_codes(stage, source_store, rows), source_y,
-                                        store.embedding(adapted_name)),
-                    "bundle": Embedded(bundle.embedding_name,
-                                       stage_codes(bundle.embedding_stage(device, encode_batch), source_store, rows),
-                                       source_y, store.embedding(bundle.embedding_name))}
+    embedded = {"adapted": embed_both(stage, bundle, source_store, store_path),
+                "bundle": embed_both(bundle.embedding_stage(device, encode_batch), bundle, source_store, store_path)}
+    source_y = embedded["adapted"].source_y
     times["encode_s"] = time.perf_counter() - started
     with CellStore.open(store_path) as store:
         embedder = embedder_from_store(store, adapted_name, autoencoder_checkpoint=checkpoint)
@@ -340,7 +349,7 @@ def adapt_bundle(bundle: Bundle, listing: ImageList, out: str | os.PathLike, *,
                                           "embedding": bundle.embedding_name},
         "adapted_on": {"images": len(listing.images), "sources": list(listing.sources),
                        "store": str(store_path.resolve()), "cells": int(len(cells))},
-        "training_store": str(source_store.resolve()), "training_store_sha256": sha256_file(source_store),
+        "training_store": str(source_store.resolve()), "training_store_sha256": source_sha256,
         "training_store_matches_bundle": bool(source_matches), "embedding": adapted_name,
         "autoencoder": {"epochs": epochs, "options": dict(trainer_options or {}), "domains": domain_names},
         "command": command, "n_cells": int(len(source_y))}

@@ -3,7 +3,6 @@ extracted, the bundle's autoencoder trains on with them as one more domain, the 
 written; the k labelled cells (--shots, --labels) enter the head's training set; bad labels rows are counted."""
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
