@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aecfe.store.readers import labelled_cells, load_cell_crops
-from aecfe.cli.evaluate_cross_domain import load_features
+from aecfe.store.readers import load_features
 from aecfe.cli.evaluate_cross_domain import main as evaluate_main
 from aecfe.cli.train_dg import main as train_dg_main
 from aecfe.errors import InputError

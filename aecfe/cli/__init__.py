@@ -152,3 +152,14 @@ def key_value(text: str) -> tuple[str, object]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def named_path(text: str) -> tuple[str, Path]:
+    """argparse type of ``NAME=PATH`` inputs (:func:`aecfe.pipeline.parse_named_path`): ``(NAME, PATH)``."""
+    from aecfe.errors import InputError
+    from aecfe.pipeline import parse_named_path
+
+    try:
+        return parse_named_path(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error

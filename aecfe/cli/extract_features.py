@@ -33,20 +33,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from aecfe.cli import EXIT_NOTHING_PROCESSED, command, positive_int, probability, run_program
-from aecfe.errors import InputError
+from aecfe.cli import EXIT_NOTHING_PROCESSED, command, named_path, positive_int, probability, run_program
 from aecfe.pipeline import (detector_factory, format_duplicates, gather_images, merge_shards,
-                            nothing_processed, parse_named_path, parse_shard, run_extraction, write_duplicate_report)
+                            nothing_processed, parse_shard, run_extraction, write_duplicate_report)
 from aecfe.store import BASELINE_EMBEDDINGS, RAW_PIXEL_SIDE, autoencoder_stage, baseline_stage, format_report
 
 logger = logging.getLogger(__name__)
-
-
-def _named_path(text: str) -> tuple[str, Path]:
-    try:
-        return parse_named_path(text)
-    except InputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     inputs = parser.add_argument_group("inputs (repeatable)")
     inputs.add_argument("--class-folders", type=Path, action="append", default=[], metavar="DIR",
                         help="DIR/<domain>/<class>/<image>")
-    inputs.add_argument("--domain", type=_named_path, action="append", default=[], metavar="NAME=DIR",
+    inputs.add_argument("--domain", type=named_path, action="append", default=[], metavar="NAME=DIR",
                         help="one domain's DIR/<class>/<image>")
-    inputs.add_argument("--coco", type=_named_path, action="append", default=[], metavar="NAME=JSON",
+    inputs.add_argument("--coco", type=named_path, action="append", default=[], metavar="NAME=JSON",
                         help="COCO annotations of one domain's fields")
     inputs.add_argument("--files", type=Path, action="append", default=[], metavar="LIST",
                         help="text file: one image path per line [<TAB>domain[<TAB>label]]")

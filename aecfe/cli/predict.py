@@ -22,22 +22,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from aecfe.cli import EXIT_NOTHING_PROCESSED, command, nonnegative_int, positive_int, probability, run_program
+from aecfe.cli import (EXIT_NOTHING_PROCESSED, command, named_path, nonnegative_int, positive_int, probability,
+                       run_program)
 
 
 def _named_dir(text: str) -> tuple[str | None, Path]:
     name, sep, path = text.partition("=")
     return (name, Path(path)) if sep and name and path else (None, Path(text))
-
-
-def _named_path(text: str) -> tuple[str, Path]:
-    from aecfe.errors import InputError
-    from aecfe.pipeline import parse_named_path
-
-    try:
-        return parse_named_path(text)
-    except InputError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="every image under DIR, unlabelled")
     inputs.add_argument("--class-folders", type=Path, action="append", default=[], metavar="DIR",
                         help="DIR/<domain>/<class>/<image>")
-    inputs.add_argument("--domain", type=_named_path, action="append", default=[], metavar="NAME=DIR",
+    inputs.add_argument("--domain", type=named_path, action="append", default=[], metavar="NAME=DIR",
                         help="one domain's DIR/<class>/<image>")
-    inputs.add_argument("--coco", type=_named_path, action="append", default=[], metavar="NAME=JSON")
+    inputs.add_argument("--coco", type=named_path, action="append", default=[], metavar="NAME=JSON")
     inputs.add_argument("--files", type=Path, action="append", default=[], metavar="LIST",
                         help="text file: one image path per line [<TAB>domain[<TAB>label]]")
     inputs.add_argument("--fields", action="store_true", help="images are fields with several cells, not crops")
