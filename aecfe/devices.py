@@ -23,7 +23,8 @@ def default_device() -> str:
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is None:
         return "cuda"
-    return f"cuda:{int(local_rank) % torch.cuda.device_count()}"  # more processes than GPUs share them round robin
+    count = torch.cuda.device_count()
+    return f"cuda:{int(local_rank) % count if count else int(local_rank)}"  # more processes than GPUs share them
 
 
 def resolve_device(device: str | None = None) -> str:

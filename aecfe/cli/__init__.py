@@ -160,7 +160,7 @@ def _named_dir(text: str) -> tuple[str | None, Path]:
 
 
 def named_path(text: str) -> tuple[str, Path]:
-    """argparse type: ``NAME=PATH`` -> (name, path) (:func:`aecfe.pipeline.parse_named_path`)."""
+    """argparse type of ``NAME=PATH`` inputs (:func:`aecfe.pipeline.parse_named_path`): ``(NAME, PATH)``."""
     from aecfe.errors import InputError
     from aecfe.pipeline import parse_named_path
 
