@@ -4,6 +4,7 @@ import hashlib
 import pytest
 
 from aecfe.devices import default_device, resolve_device
+from aecfe.errors import InputError
 from aecfe.distributed import init_distributed, world
 from aecfe.identity import DETECTOR_OPTIONS, detector_identity, file_tag, model_identity, sha256_file
 
@@ -39,7 +40,9 @@ def test_default_device_is_cuda_when_available_else_cpu(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert default_device() == "cpu" and resolve_device(None) == "cpu" and resolve_device("cuda:1") == "cuda:1"
+    assert default_device() == "cpu" and resolve_device(None) == "cpu"
+    with pytest.raises(InputError, match="no such CUDA device"):  # checked, never a silent fall-back
+        resolve_device("cuda:1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert default_device() == "cuda"

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,11 +95,10 @@ def _world() -> tuple[int, int]:
 
 
 def _device(config: TrainConfig) -> torch.device:
-    if config.device is not None:
-        return torch.device(config.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+    """``config.device`` checked, or the one default rule (:func:`aecfe.devices.resolve_device`)."""
+    from aecfe.devices import resolve_device
+
+    return torch.device(resolve_device(config.device))
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
