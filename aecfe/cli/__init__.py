@@ -199,3 +199,30 @@ def add_device(parser, help_suffix: str = "") -> None:
     (:func:`aecfe.devices.resolve_device`, which the program calls with the value)."""
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the GPU if present, else the CPU)"
                         + help_suffix)
+
+
+def add_bundle_run_options(parser: argparse.ArgumentParser) -> None:
+    """The run options of the programs that apply a bundle to new images (``aecfe-predict``, ``aecfe-adapt``):
+    ``--device``, ``--batch-size`` (images per detector call), ``--encode-batch``, ``--threads``,
+    ``--no-progress``; :func:`start_bundle_run` applies them."""
+    add_device(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="images per detector call")
+    parser.add_argument("--encode-batch", type=positive_int, default=256, help="cells per embedder call")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def start_bundle_run(args: argparse.Namespace):
+    """Logging and ``--threads`` set up; returns ``(bundle, image listing, device)`` of
+    :func:`aecfe.bundle.load_bundle`, :func:`aecfe.prediction.collect_inputs` and
+    :func:`aecfe.devices.resolve_device`."""
+    from aecfe.bundle import load_bundle
+    from aecfe.devices import resolve_device
+    from aecfe.prediction import collect_inputs
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return load_bundle(args.bundle), collect_inputs(**image_inputs(args)), resolve_device(args.device)

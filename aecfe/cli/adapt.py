@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shlex
 import sys
 from pathlib import Path
 
-from aecfe.cli import (add_device, add_image_inputs, command, image_inputs, int_list, key_value, nonnegative_int,
-                       positive_float, positive_int, run_program)
+from aecfe.cli import (add_bundle_run_options, add_image_inputs, command, int_list, key_value, nonnegative_int,
+                       positive_float, run_program, start_bundle_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,35 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=nonnegative_int, default=10, help="further autoencoder epochs")
     parser.add_argument("--train-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="autoencoder trainer setting replacing the bundle's, e.g. lr=0.0001, batch_size=64")
-    add_device(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=4, help="images per detector call")
-    parser.add_argument("--encode-batch", type=positive_int, default=256, help="cells per embedder call")
+    add_bundle_run_options(parser)
     parser.add_argument("--max-memory-gb", type=positive_float, default=2.0,
                         help="hold the training cells in memory up to this size, else stream them")
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true")
     return parser
 
 
 @command
 def main(argv: list[str] | None = None) -> int:
     from aecfe.adaptation import adapt_bundle
-    from aecfe.bundle import load_bundle
-    from aecfe.devices import resolve_device
-    from aecfe.prediction import collect_inputs
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     invoked = ["aecfe-adapt", *(sys.argv[1:] if argv is None else argv)]
-    bundle = load_bundle(args.bundle)
-    listing = collect_inputs(**image_inputs(args))
+    bundle, listing, device = start_bundle_run(args)
     report = adapt_bundle(bundle, listing, args.out, source_store=args.source_store, labels_file=args.labels,
                           shots=args.shots, seeds=args.shot_seeds, epochs=args.epochs,
-                          trainer_options=dict(args.train_option), device=resolve_device(args.device),
+                          trainer_options=dict(args.train_option), device=device,
                           batch_size=args.batch_size, encode_batch=args.encode_batch,
                           max_memory_gb=args.max_memory_gb, command=shlex.join(map(str, invoked)),
                           overwrite=args.overwrite, progress=not args.no_progress)

@@ -19,11 +19,10 @@ Outputs in ``--out`` (see :mod:`aecfe.prediction`): ``cells.csv``, ``counts_per_
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from aecfe.cli import (EXIT_NOTHING_PROCESSED, add_device, add_image_inputs, command, image_inputs, nonnegative_int,
-                       positive_int, probability, run_program)
+from aecfe.cli import (EXIT_NOTHING_PROCESSED, add_bundle_run_options, add_image_inputs, command, nonnegative_int,
+                       positive_int, probability, run_program, start_bundle_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,31 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_inputs(parser)
     parser.add_argument("--uncertain-below", type=probability, default=0.5,
                         help="flag cells whose predicted class has a lower probability")
-    add_device(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=4, help="images per detector call")
-    parser.add_argument("--encode-batch", type=positive_int, default=256, help="cells per embedder call")
+    add_bundle_run_options(parser)
     parser.add_argument("--max-overlays", type=nonnegative_int, default=20, help="field overlays to draw")
     parser.add_argument("--gallery-per-class", type=positive_int, default=8, help="crops per class in gallery.png")
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true")
     return parser
 
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    from aecfe.bundle import load_bundle
-    from aecfe.devices import resolve_device
-    from aecfe.prediction import collect_inputs, predict_images
+    from aecfe.prediction import predict_images
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    bundle = load_bundle(args.bundle)
-    listing = collect_inputs(**image_inputs(args))
-    result = predict_images(bundle, listing, args.out, device=resolve_device(args.device),
+    bundle, listing, device = start_bundle_run(args)
+    result = predict_images(bundle, listing, args.out, device=device,
                             uncertain_below=args.uncertain_below, batch_size=args.batch_size,
                             encode_batch=args.encode_batch, max_overlays=args.max_overlays,
                             gallery_per_class=args.gallery_per_class, progress=not args.no_progress)

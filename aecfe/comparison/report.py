@@ -275,6 +275,14 @@ def copy_figures(sources: Mapping[str, Path], out_dir: Path) -> dict[str, Path]:
     return copied
 
 
+def optional_section(frame: pd.DataFrame, csv_path: Path, title: str, intro: str) -> list[str]:
+    """A report section (Markdown lines) of ``frame``, also written to ``csv_path``; none when it is empty."""
+    if frame.empty:
+        return []
+    frame.to_csv(csv_path, index=False)
+    return [f"## {title}", "", intro, "", frame.to_markdown(index=False), ""]
+
+
 def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[str, StepRecord], *,
                  title: str, command: str, figures: Mapping[str, Path] = (), reference: str = "AE-CFE") -> Path:
     """Write ``report.md`` (+ ``results_<metric>.csv``, ``costs.csv`` and the PNGs) under ``out_dir``."""
@@ -302,22 +310,19 @@ def write_report(out_dir: str | Path, methods_dir: str | Path, records: Mapping[
             shown = format_table(table, metric)
             shown.to_csv(out_dir / f"results_{metric}.csv", index=False)
             lines += [f"## {metric.replace('_', '-')}", "", shown.to_markdown(index=False), ""]
-        side_by_side = input_table(table)
-        if not side_by_side.empty:
-            side_by_side.to_csv(out_dir / "results_dg_inputs_f1_macro.csv", index=False)
-            lines += ["## Deep baselines: whole image vs detector crop (f1-macro)", "",
-                      "Each deep baseline with the same settings on the whole images and on the detector's crops of "
-                      "the store's labelled cells (the cells, labels and split groups of the feature methods' "
-                      "heads); — = not run on that input.", "", side_by_side.to_markdown(index=False), ""]
-        shots = few_shot_table(table)
-        if not shots.empty:
-            shots.to_csv(out_dir / "results_few_shot_f1_macro.csv", index=False)
-            lines += ["## Few-shot: k labelled cells per class of the held-out lab (LODO f1-macro)", "",
-                      "Leave one lab out with k labelled cells (images) per class of the held-out lab added to the "
-                      "training set, scored on the rest of that lab: the deep few-shot fine-tuning (FewShot) and the "
-                      "embedding heads (`<head>`, the head refitted with the k cells: seconds); every method gets the "
-                      "same k images per class (`aecfe.splits.few_shot_selection`, by the images' content hash), on "
-                      "whole images and on crops.", "", shots.to_markdown(index=False), ""]
+        lines += optional_section(
+            input_table(table), out_dir / "results_dg_inputs_f1_macro.csv",
+            "Deep baselines: whole image vs detector crop (f1-macro)",
+            "Each deep baseline with the same settings on the whole images and on the detector's crops of the store's "
+            "labelled cells (the cells, labels and split groups of the feature methods' heads); — = not run on that "
+            "input.")
+        lines += optional_section(
+            few_shot_table(table), out_dir / "results_few_shot_f1_macro.csv",
+            "Few-shot: k labelled cells per class of the held-out lab (LODO f1-macro)",
+            "Leave one lab out with k labelled cells (images) per class of the held-out lab added to the training "
+            "set, scored on the rest of that lab: the deep few-shot fine-tuning (FewShot) and the embedding heads "
+            "(`<head>`, the head refitted with the k cells: seconds); every method gets the same k images per class "
+            "(`aecfe.splits.few_shot_selection`, by the images' content hash), on whole images and on crops.")
         extremes = plot_extremes(scores, table, methods_dir, out_dir)
         if extremes:
             lines += ["## Confusion matrices (LODO, folds and seeds summed)", ""]
