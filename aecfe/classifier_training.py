@@ -29,30 +29,20 @@ from aecfe.errors import InputError
 from aecfe.splits import domain_splits
 from aecfe.metrics import METRICS, classification_scores, per_class_report
 from aecfe.identity import sha256_file
-from aecfe.store import CellStore, MISSING_LABEL
-from aecfe.taxonomy import CANONICAL, relabel
+from aecfe.store import CellStore
+from aecfe.store.readers import labelled_in_scheme
+from aecfe.taxonomy import CANONICAL
 
 logger = logging.getLogger(__name__)
 
 
 def labelled_rows(store: CellStore, scheme: str = CANONICAL, label_dataset: str | None = CANONICAL
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(rows, y, domains, groups)`` of the store's cells labelled under ``scheme``: rows (N,) int64 cell ids;
-    y, domains, groups (N,) str (unlabelled cells and labels the scheme drops are left out, counted in the log;
-    groups: :meth:`~aecfe.store.CellStore.cell_groups`). :class:`InputError` when none is left."""
-    cells = store.cells()
-    y = cells["label"].fillna(MISSING_LABEL).to_numpy(dtype=str)
-    domains = cells["domain"].to_numpy(dtype=str)
-    groups = store.cell_groups()
-    keep = y != MISSING_LABEL
-    y = np.asarray(relabel(y[keep], domains[keep], scheme, label_dataset), dtype=object)
-    kept = np.flatnonzero(keep)[[label is not None for label in y]]
-    logger.info("%s: %d cells, %d labelled, %d kept under scheme %r", store.path, len(keep), int(keep.sum()),
-                len(kept), scheme)
-    if len(kept) == 0:
-        raise InputError(f"{store.path}: no labelled cells under scheme {scheme!r}")
-    labels = np.asarray([label for label in y if label is not None], dtype=str)
-    return kept.astype(np.int64), labels, domains[kept], groups[kept]
+    """``(rows, y, domains, groups)`` of the store's cells labelled under ``scheme``
+    (:func:`aecfe.store.readers.labelled_in_scheme`, the selection every method uses) and their
+    :meth:`~aecfe.store.CellStore.cell_groups`; rows (N,) int64 cell ids; y, domains, groups (N,) str."""
+    rows, labels, domains = labelled_in_scheme(store, scheme, label_dataset)
+    return rows, labels, domains, store.cell_groups()[rows]
 
 
 def labelled_cells(store: CellStore, embedding: str, scheme: str = CANONICAL,

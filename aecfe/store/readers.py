@@ -75,30 +75,39 @@ def read_features(store_path: str | os.PathLike, features: str | None, *,
         return load_features(store, features, with_groups=with_groups)
 
 
+def labelled_in_scheme(store: CellStore, scheme: str | None, label_dataset: str | None = "canonical"
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(index (N,) int64, labels (N,) str, domains (N,) str)``: :func:`labelled_cells` relabelled into ``scheme``
+    (:func:`aecfe.taxonomy.relabel` with ``label_dataset``'s class map for every domain; None: each domain's own
+    map), leaving out the cells it drops; ``scheme`` None keeps the stored labels. :class:`InputError` when the
+    scheme drops every labelled cell."""
+    from aecfe.taxonomy import relabel
+
+    index, labels, domains = labelled_cells(store)
+    if scheme:
+        labels = relabel(labels, domains, scheme, label_dataset)
+        keep = np.array([label is not None for label in labels], dtype=bool)
+        index, labels, domains = index[keep], labels[keep], domains[keep]
+        if len(index) == 0:
+            raise InputError(f"{store.path}: scheme {scheme!r} drops every labelled cell")
+    return index, labels.astype(str), domains
+
+
 def load_cell_crops(path: str | Path, *, scheme: str | None = None, label_dataset: str | None = "canonical",
                     size: int | None = None, groups: bool = True):
     """``(CropDataset, labels (N,) str, domains (N,) str)``: the crops of the labelled cells of the store at
-    ``path`` (:func:`labelled_cells`), kept in memory resized to ``size`` pixels (None: the store's side).
+    ``path`` (:func:`labelled_in_scheme`), kept in memory resized to ``size`` pixels (None: the store's side).
 
     ``scheme``: relabel first (:func:`aecfe.taxonomy.relabel` with ``label_dataset``'s class map for every
     domain, default ``canonical``: the labels an extraction from class folders writes; None: each domain's own
     map), leaving out the cells it drops. ``groups``: attach :meth:`~aecfe.store.CellStore.cell_groups` (the
     image content hash of each cell) as the dataset's ``groups``.
     """
-    from aecfe.taxonomy import relabel
     from classifiers.dg.crops import crop_dataset
 
     with CellStore.open(path, mode="r") as store:
-        index, labels, domains = labelled_cells(store)
+        index, labels, domains = labelled_in_scheme(store, scheme, label_dataset)
         keys = store.cell_groups()[index] if groups else None
-        if scheme:
-            labels = relabel(labels, domains, scheme, label_dataset)
-            keep = np.array([label is not None for label in labels], dtype=bool)
-            index, labels, domains = index[keep], labels[keep], domains[keep]
-            keys = None if keys is None else keys[keep]
-            if len(index) == 0:
-                raise InputError(f"{path}: scheme {scheme!r} drops every labelled cell")
-        labels = labels.astype(str)
         data = crop_dataset(_Rows(store, index), labels, domains, groups=keys, size=size)
     logger.info("%s: %d cell crops at %s px from %d domains", path, len(data), data.images.shape[1],
                 len(data.domain_names))
