@@ -14,8 +14,10 @@ done for the store's baseline embeddings (``--baselines``, e.g. ``rcnn_roi``) an
 (``--pca K``): the first K principal components of the autoencoder's input (the min-max scaled 256x14x14 RoI map,
 fitted on every cell of the store as the autoencoder is), the best linear K-d code of that map in the autoencoder's
 own reconstruction measure — a trained code that does worse than it has not learned what a linear map gets for
-free. A finished run (its summary in ``OUT/NAME/summary.json``) is not redone. Writes ``OUT/sweep.md`` (one row per run: final code std, effective rank,
-linear-probe F1, domain-probe accuracy, training seconds, RF scores) and ``OUT/curves.png`` (all runs' curves).
+free. The labelled cells are :func:`aecfe.store.readers.labelled_in_scheme`'s, split cell by cell (not grouped by
+image). A finished run (its summary in ``OUT/NAME/summary.json``) is not redone. Writes ``OUT/sweep.md`` (one row
+per run: final code std, effective rank, linear-probe F1, domain-probe accuracy, training seconds, RF scores) and
+``OUT/curves.png`` (all runs' curves).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from sklearn.decomposition import IncrementalPCA
 from aecfe.evaluation import evaluate_cross_domain
 from aecfe.plots import plot_learning_curves
 from aecfe.store import CellStore
-from aecfe.taxonomy import relabel
+from aecfe.store.readers import labelled_in_scheme
 from extractors.autoencoder import scale_roi_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,14 +63,9 @@ def rf_scores(store_path: Path, embedding: str | np.ndarray, scheme: str, seeds:
     """In-lab and leave-one-lab-out RF F1-macro (%) of one embedding — a store embedding's name, or codes (N, D)
     for every cell of the store — labels relabelled into ``scheme``."""
     with CellStore.open(store_path) as store:
-        cells = store.cells()
+        rows, y, domains = labelled_in_scheme(store, scheme, label_dataset="canonical")
         X = store.embedding(embedding) if isinstance(embedding, str) else embedding
-    y = cells["label"].fillna("").to_numpy(dtype=str)
-    labelled = y != ""
-    X, y, domains = X[labelled], y[labelled], cells["domain"].to_numpy(dtype=str)[labelled]
-    mapped = relabel(y, domains, scheme, label_dataset="canonical")
-    keep = np.array([label is not None for label in mapped])
-    result = evaluate_cross_domain(X[keep], mapped[keep].astype(str), domains[keep], head="rf", seeds=seeds)
+    result = evaluate_cross_domain(X[rows], y, domains, head="rf", seeds=seeds)
     scores = result.scores
     matrix = scores[(scores.protocol == "matrix") & (scores.variant == "test_split")]
     same = matrix[matrix.train_domain == matrix.test_domain]
