@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aecfe.errors import InputError
+from aecfe.shapes import ROI_SHAPE
+from extractors.linear_path import LinearPath
 
 INPUT_SCALINGS = ("minmax", "none")
 GROUP_NORMS = ("chunk", "torch")
@@ -147,12 +149,15 @@ class AutoencoderConfig(JsonConfig):
     input_scaling: how RoI features become h, see :func:`scale_roi_features`.
     image_decoder: ``"reference"`` (METHODS §1.5, 3×128×128, ~2.8 GMAC per cell) or ``"light"`` (3×64×64 from
     channels 128/64/32, ~0.29 GMAC per cell, ~10x cheaper), see :func:`image_decoder`.
+    linear_path: M > 0 adds the PCA-initialised linear path on the top M principal axes of the scaled maps beside
+    the convolutions (:mod:`extractors.linear_path`); 0 [reference] is the convolutions alone.
     """
 
     bottleneck: int = 50
     group_norm: str = "chunk"
     input_scaling: str = "minmax"
     image_decoder: str = "reference"
+    linear_path: int = 0
 
     def __post_init__(self):
         if not isinstance(self.bottleneck, int) or self.bottleneck < 1:
@@ -163,6 +168,8 @@ class AutoencoderConfig(JsonConfig):
             raise InputError(f"unknown input_scaling {self.input_scaling!r}; expected one of {INPUT_SCALINGS}")
         if self.image_decoder not in IMAGE_DECODERS:
             raise InputError(f"unknown image_decoder {self.image_decoder!r}; expected one of {IMAGE_DECODERS}")
+        if not isinstance(self.linear_path, int) or self.linear_path < 0:
+            raise InputError(f"linear_path must be an integer >= 0, got {self.linear_path!r}")
 
 
 def _encoder(config: AutoencoderConfig) -> nn.Sequential:
@@ -212,7 +219,9 @@ class AECFEAutoencoder(nn.Module):
     S = ``image_size``: 128 for the reference image decoder, 64 for the light one (``config.image_decoder``).
 
     ``forward(h)`` returns (z, ĥ, r̂); ``encode(h)`` returns z only (the image decoder, ~97 % of the compute,
-    is skipped). h is the *scaled* input: use :meth:`scale_input` on raw RoI features first.
+    is skipped). h is the *scaled* input: use :meth:`scale_input` on raw RoI features first. With
+    ``config.linear_path`` the encoder's and feature decoder's outputs add the linear path's (``self.linear_path``,
+    :mod:`extractors.linear_path`), which :meth:`init_linear_path` fits before training.
 
     Example:
         >>> model = AECFEAutoencoder(AutoencoderConfig(bottleneck=50))
@@ -227,18 +236,38 @@ class AECFEAutoencoder(nn.Module):
         self.encoder = _encoder(self.config)
         self.feature_decoder = _feature_decoder(self.config.bottleneck)
         self.image_decoder, self.image_size = image_decoder(self.config.image_decoder)
+        self.linear_path = (LinearPath(math.prod(ROI_SHAPE), self.config.linear_path, self.config.bottleneck)
+                            if self.config.linear_path else None)
 
     def scale_input(self, roi: Tensor) -> Tensor:
         """Raw RoI features (B,256,14,14) -> h, per ``config.input_scaling``."""
         return scale_roi_features(roi, self.config.input_scaling)
 
+    def init_linear_path(self, h: Tensor, seed: int = 0) -> dict[str, float]:
+        """Fit the linear path's PCA on scaled maps h (N,256,14,14) and zero the last layer of the convolutional
+        encoder and feature decoder, so that the model starts as the PCA code (:mod:`extractors.linear_path`).
+        Returns the path's fit statistics."""
+        if self.linear_path is None:
+            raise InputError("this autoencoder has no linear path (AutoencoderConfig.linear_path = 0)")
+        statistics = self.linear_path.fit(h.flatten(1), seed=seed)
+        with torch.no_grad():
+            for layer in (self.encoder[-2], self.feature_decoder[-2]):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        return statistics
+
     def encode(self, h: Tensor) -> Tensor:
         """h (B,256,14,14) -> z (B,bottleneck)."""
-        return self.encoder(h).flatten(1)
+        if self.linear_path is None:
+            return self.encoder(h).flatten(1)
+        return torch.tanh(self.encoder[:-1](h).flatten(1) + self.linear_path.into_code(h.flatten(1)))
 
     def decode_features(self, z: Tensor) -> Tensor:
         """z (B,bottleneck) -> ĥ (B,256,14,14)."""
-        return self.feature_decoder(z[:, :, None, None])
+        h_hat = self.feature_decoder(z[:, :, None, None])
+        if self.linear_path is None:
+            return h_hat
+        return h_hat + self.linear_path.from_code(z).view(-1, *ROI_SHAPE)
 
     def decode_image(self, h_hat: Tensor) -> Tensor:
         """ĥ (B,256,14,14) -> r̂ (B,3,S,S) in (0, 1), S = ``image_size``."""

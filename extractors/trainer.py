@@ -200,7 +200,8 @@ class TrainerConfig(JsonConfig):
     * precision — ``"fp32"`` or ``"bf16"`` (torch.autocast of the forward passes; losses in float32);
     * variance_weight, variance_floor — VICReg variance term on the code (:class:`~extractors.losses.CodeVarianceFloor`);
     * feature_loss — ``"mse"`` [reference] or ``"fvu"`` (:class:`~extractors.losses.UnexplainedVarianceLoss`);
-    * probe_cells — cells of the fixed set on which each epoch's code diagnostics are computed (0 = none).
+    * probe_cells — cells of the fixed set on which each epoch's code diagnostics are computed (0 = none);
+    * pca_cells — cells (seeded sample) on which a model with a linear path fits its PCA before the first step.
     """
 
     epochs: int = 150
@@ -229,6 +230,7 @@ class TrainerConfig(JsonConfig):
     variance_floor: float = 0.1
     feature_loss: str = "mse"
     probe_cells: int = 1000
+    pca_cells: int = 2000
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
@@ -237,9 +239,9 @@ class TrainerConfig(JsonConfig):
             raise InputError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         if self.epochs < 0 or self.batch_size < 1:
             raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs} and {self.batch_size}")
-        if min(self.image_from_epoch, self.probe_cells, self.image_chunk_size) < 0:
-            raise InputError(f"image_from_epoch, probe_cells and image_chunk_size must be >= 0, got "
-                             f"{self.image_from_epoch}, {self.probe_cells}, {self.image_chunk_size}")
+        if min(self.image_from_epoch, self.probe_cells, self.image_chunk_size, self.pca_cells) < 0:
+            raise InputError(f"image_from_epoch, probe_cells, image_chunk_size and pca_cells must be >= 0, got "
+                             f"{self.image_from_epoch}, {self.probe_cells}, {self.image_chunk_size}, {self.pca_cells}")
         if self.lr <= 0 or self.beta < 0 or self.beta_warmup_epochs < 0 or self.variance_weight < 0:
             raise InputError(f"lr must be > 0 and beta, beta_warmup_epochs, variance_weight >= 0, got lr={self.lr}, "
                              f"beta={self.beta}, beta_warmup_epochs={self.beta_warmup_epochs}, "
@@ -461,9 +463,31 @@ class AutoencoderTrainer:
                                        seed=self.config.seed))
         return statistics
 
+    def init_linear_path(self, dataset: RoiCropDataset) -> None:
+        """Fit the model's linear path (if it has an unfitted one) on ``pca_cells`` seeded cells of ``dataset``.
+
+        Rank 0 fits; under a process group its weights are then broadcast, so every process starts alike.
+        """
+        path = self.model.linear_path
+        if path is None or bool(path.fitted):
+            return
+        if self.rank == 0:
+            n = min(self.config.pca_cells, len(dataset))
+            rows = np.sort(np.random.default_rng([self.config.seed, 11]).choice(len(dataset), n, replace=False))
+            started = time.perf_counter()
+            h = self.model.scale_input(dataset.features(rows)[0])
+            statistics = self.model.init_linear_path(h, seed=self.config.seed)
+            logger.info("linear path: PCA of %d cells on %d axes explains %.1f %% of the scaled maps' variance "
+                        "(%.1f s)", n, statistics["pca_axes"], 100 * statistics["pca_explained"],
+                        time.perf_counter() - started)
+        if self.world_size > 1:
+            for tensor in self.model.state_dict().values():
+                dist.broadcast(tensor.data, src=0)
+
     def fit(self, dataset: RoiCropDataset) -> "AutoencoderTrainer":
         """Train from the current epoch (0, or the one a loaded checkpoint reached) to ``config.epochs``.
 
+        A model with a linear path first fits it (:meth:`init_linear_path`; not again after a resume).
         After every epoch rank 0 appends a learning-curve record to ``curves.jsonl`` (epoch, step, cells seen,
         training seconds, mean of every loss term, β and learning rate, :meth:`diagnose`) and warns loudly when
         the code collapses.
@@ -479,6 +503,7 @@ class AutoencoderTrainer:
             raise InputError(f"{len(dataset)} cells make no full batch of {sampler.global_batch_size} "
                              "(lower batch_size or turn drop_last off)")
         self._build_scheduler(len(sampler))
+        self.init_linear_path(dataset)
         writer = self.rank == 0 and self.out_dir is not None
         if writer:
             self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -31,10 +31,10 @@ from extractors.trainer import LR_SCHEDULES, PRECISIONS, TrainerConfig, tune_cpu
 
 logger = logging.getLogger(__name__)
 
-MODEL_FIELDS = ("bottleneck", "group_norm", "input_scaling", "image_decoder")
+MODEL_FIELDS = ("bottleneck", "group_norm", "input_scaling", "image_decoder", "linear_path")
 TRAINER_FIELDS = ("epochs", "batch_size", "lr", "alignment", "beta", "beta_warmup_epochs", "variance_weight",
-                  "variance_floor", "feature_loss", "image_from_epoch", "lr_schedule", "precision", "probe_cells", "balance_domains",
-                  "drop_last", "seed", "image_chunk_size", "grid_every", "checkpoint_every")
+                  "variance_floor", "feature_loss", "image_from_epoch", "lr_schedule", "precision", "probe_cells",
+                  "pca_cells", "balance_domains", "drop_last", "seed", "image_chunk_size", "grid_every", "checkpoint_every")
 FROM_RECIPE = argparse.SUPPRESS
 """Default of every model and training option: absent from the parsed arguments, so the recipe's value holds."""
 
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--input-scaling", choices=INPUT_SCALINGS, default=FROM_RECIPE)
     model.add_argument("--image-decoder", choices=IMAGE_DECODERS, default=FROM_RECIPE,
                        help="reference: METHODS 1.5, 128 px; light: 64 px, ~10x cheaper")
+    model.add_argument("--linear-path", type=nonnegative_int, default=FROM_RECIPE, metavar="M",
+                       help="PCA-initialised linear path on the top M principal axes beside the convolutions "
+                            "(0: the reference's convolutions alone)")
     train = parser.add_argument_group("training (defaults: the recipe's)")
     train.add_argument("--epochs", type=nonnegative_int, default=FROM_RECIPE)
     train.add_argument("--batch-size", type=positive_int, default=FROM_RECIPE, help="cells per batch and process")
@@ -75,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bf16: autocast of the forward passes (CPUs with AVX512-BF16/AMX, recent GPUs)")
     train.add_argument("--probe-cells", type=nonnegative_int, default=FROM_RECIPE,
                        help="cells of the per-epoch code diagnostics (linear probes, spread, rank); 0: none")
+    train.add_argument("--pca-cells", type=nonnegative_int, default=FROM_RECIPE,
+                       help="cells on which the linear path fits its PCA before training")
     train.add_argument("--balance-domains", action=argparse.BooleanOptionalAction, default=FROM_RECIPE,
                        help="domain-balanced batches")
     train.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=FROM_RECIPE)
