@@ -5,10 +5,10 @@ Usage::
     python benchmarks/autoencoder_streaming.py --cells 2000 20000 100000 --steps 30 --dir /tmp/streaming
 
 For each size a synthetic store (random RoI features and crops, three domains) is written once under ``--dir``;
-then, each in a fresh process, ``--steps`` training steps of the default recipe's cheap path (batch 64) run with
-the cells streamed from the store (:class:`aecfe.store.training_cells.StoreCells`) and, up to ``--memory-max-cells``,
-loaded into memory (:class:`extractors.trainer.RoiCropDataset`). Printed: peak resident memory (MB) and seconds
-per step of each, side by side.
+then, each in a fresh process, the default recipe's linear-path fit and ``--steps`` training steps of its cheap
+path (batch 64) run with the cells streamed from the store (:class:`aecfe.store.training_cells.StoreCells`) and, up
+to ``--memory-max-cells``, loaded into memory (:class:`extractors.trainer.RoiCropDataset`). Printed: peak
+resident memory (MB) and seconds per step of each, side by side.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def write_store(path: Path, n: int, seed: int = 0) -> Path:
 
 
 def measure(store: str, stream: bool, steps: int) -> dict:
-    """Peak RSS and seconds per step of ``steps`` cheap-path steps (meant to run in its own process)."""
+    """Peak RSS and seconds per step of ``steps`` cheap-path steps (meant to run in its own process); the peak
+    includes the recipe's linear-path PCA fit (on ``pca_cells`` cells) before the first step, as in training."""
     from aecfe.store.training_cells import load_training_cells
     from extractors.autoencoder import AECFEAutoencoder
     from extractors.recipes import recipe_configs
@@ -58,6 +59,7 @@ def measure(store: str, stream: bool, steps: int) -> dict:
     trainer = AutoencoderTrainer(AECFEAutoencoder(model_config), config, n_domains=len(domains))
     sampler = DomainBatchSampler(data.domains.numpy(), config.batch_size, balance_domains=True)
     batches = iter(sampler)
+    trainer.init_linear_path(data)
     started = time.perf_counter()
     for _ in range(steps):
         trainer.training_step(*data.features(next(batches)), with_image=False)
