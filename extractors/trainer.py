@@ -174,6 +174,12 @@ class DomainBatchSampler:
             yield batch[self.rank::self.num_replicas]
 
 
+def _broadcast_from_rank0(tensors) -> None:
+    """Overwrite each tensor in place with rank 0's values (every process calls this with the same tensors)."""
+    for tensor in tensors:
+        dist.broadcast(tensor.data, src=0)
+
+
 def _cycle_shuffled(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
     while True:
         yield from rng.permutation(indices).tolist()
@@ -307,8 +313,7 @@ class AutoencoderTrainer:
                                      variance_floor=cfg.variance_floor, feature_loss=cfg.feature_loss,
                                      **cfg.alignment_options).to(self.device)
         if self.world_size > 1:  # identical initial weights everywhere
-            for tensor in [*model.state_dict().values(), *self.loss_fn.parameters()]:
-                dist.broadcast(tensor.data, src=0)
+            _broadcast_from_rank0([*model.state_dict().values(), *self.loss_fn.parameters()])
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         self.optimizer, self.image_optimizer = self._optimizers()
@@ -449,8 +454,12 @@ class AutoencoderTrainer:
 
     def probe_rows(self, dataset: RoiCropDataset) -> np.ndarray:
         """The fixed cells (sorted indices) of the per-epoch diagnostics: ``probe_cells`` of them, seeded."""
-        n = min(self.config.probe_cells, len(dataset))
-        return np.sort(np.random.default_rng([self.config.seed, 7]).choice(len(dataset), n, replace=False))
+        return self._seeded_rows(dataset, self.config.probe_cells, stream=7)
+
+    def _seeded_rows(self, dataset: RoiCropDataset, n: int, stream: int) -> np.ndarray:
+        """min(n, N) sorted cell indices drawn without replacement from the random stream (seed, ``stream``)."""
+        rng = np.random.default_rng([self.config.seed, stream])
+        return np.sort(rng.choice(len(dataset), min(n, len(dataset)), replace=False))
 
     def diagnose(self, dataset: RoiCropDataset, rows: np.ndarray) -> dict[str, float]:
         """Code statistics and linear probes (:mod:`extractors.diagnostics`) of the current model on ``rows``."""
@@ -472,17 +481,15 @@ class AutoencoderTrainer:
         if path is None or bool(path.fitted):
             return
         if self.rank == 0:
-            n = min(self.config.pca_cells, len(dataset))
-            rows = np.sort(np.random.default_rng([self.config.seed, 11]).choice(len(dataset), n, replace=False))
+            rows = self._seeded_rows(dataset, self.config.pca_cells, stream=11)
             started = time.perf_counter()
             h = self.model.scale_input(dataset.features(rows)[0])
             statistics = self.model.init_linear_path(h, seed=self.config.seed)
             logger.info("linear path: PCA of %d cells on %d axes explains %.1f %% of the scaled maps' variance "
-                        "(%.1f s)", n, statistics["pca_axes"], 100 * statistics["pca_explained"],
+                        "(%.1f s)", len(rows), statistics["pca_axes"], 100 * statistics["pca_explained"],
                         time.perf_counter() - started)
         if self.world_size > 1:
-            for tensor in self.model.state_dict().values():
-                dist.broadcast(tensor.data, src=0)
+            _broadcast_from_rank0(self.model.state_dict().values())
 
     def fit(self, dataset: RoiCropDataset) -> "AutoencoderTrainer":
         """Train from the current epoch (0, or the one a loaded checkpoint reached) to ``config.epochs``.
