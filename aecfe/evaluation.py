@@ -96,7 +96,8 @@ class CrossDomainResult:
         scores: one row per (head, seed, protocol, variant, train_domain, test_domain): :data:`KEYS`,
             ``test_part`` ("test_split", "train_split" or "all"), ``n_train``, ``n_classes_train``, the
             metrics of :func:`aecfe.metrics.classification_scores`, and what the model cost: ``fit_s``
-            (seconds of its ``fit``, repeated on each row of that model) and ``predict_ms_per_sample`` (its
+            (seconds of its ``fit``, or the ``train_seconds_`` a model reports, e.g. a deep baseline loaded
+            from a finished run; repeated on each row of that model) and ``predict_ms_per_sample`` (its
             ``predict`` call on the test samples, milliseconds per sample); NaN for :func:`score_predictions`.
         per_class: :func:`aecfe.metrics.per_class_report` rows with the :data:`KEYS` columns in front.
         confusion: ``{(protocol, variant, train_domain, test_domain): DataFrame}`` of counts summed over seeds,
@@ -391,7 +392,8 @@ def score_predictions(predictions: Iterable[Predictions], y, domains, head: str,
 
 @dataclasses.dataclass(frozen=True)
 class _Fitted:
-    """A trained model; ``fit_seconds`` is NaN for predictions made elsewhere (then predict is not timed)."""
+    """A trained model; ``fit_seconds`` is NaN for predictions made elsewhere (a :class:`_Lookup`, whose
+    predict is not timed) and for a model that reports unknown ``train_seconds_``."""
 
     model: Any
     n_train: int
@@ -427,8 +429,9 @@ class _Run:
             self.skipped.append({**keys, "test_domain": "", "reason": reason})
             return None
         classes = getattr(model, "classes_", None)
+        seconds = getattr(model, "train_seconds_", time.perf_counter() - started)
         return _Fitted(model, len(train), np.unique(self.y[train]) if classes is None else np.asarray(classes),
-                       time.perf_counter() - started)
+                       seconds)
 
     def score(self, fitted: _Fitted | None, seed: int, protocol: str, parts: dict[str, tuple[str, np.ndarray]],
               source: str, target: str) -> None:
@@ -438,7 +441,7 @@ class _Run:
         needed = np.unique(np.concatenate([indices for _, indices in parts.values()]))
         started = time.perf_counter()
         predicted = np.asarray(fitted.model.predict(self.X[needed])) if len(needed) else None
-        timed = len(needed) and not math.isnan(fitted.fit_seconds)
+        timed = len(needed) and not isinstance(fitted.model, _Lookup)
         predict_ms = 1000 * (time.perf_counter() - started) / len(needed) if timed else math.nan
         for variant, (test_part, indices) in parts.items():
             keys = {"head": self.head, "seed": seed, "protocol": protocol, "variant": variant,

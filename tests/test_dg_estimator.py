@@ -75,6 +75,16 @@ def test_run_folders_tell_apart_trainings_on_the_same_domains_and_finished_runs_
     assert [len((tmp_path / name / "log.jsonl").read_text().splitlines()) for name in runs] == lines
 
 
+def test_a_loaded_run_reports_the_training_time_it_recorded_in_the_evaluation(labs, tmp_path):
+    data, labels, domains = labs
+    params = {"algorithm": "ERM", "hparams": TINY, "out_dir": tmp_path}
+    fresh, loaded = (evaluate_cross_domain(data, labels, domains, head=DGClassifier, head_params=params, seeds=(0,),
+                                           protocols=["lodo"]).scores for _ in range(2))
+    assert (fresh["fit_s"] > 0).all() and fresh["predict_ms_per_sample"].gt(0).all()
+    assert np.array_equal(loaded["fit_s"], fresh["fit_s"])  # the trainings' own seconds, not the load time
+    assert loaded["predict_ms_per_sample"].gt(0).all()
+
+
 def test_crt_freezes_the_featurizer_of_a_boda_stage_one_shared_with_the_boda_run(labs, tmp_path):
     data, labels, domains = labs
     sources = np.flatnonzero(domains != "lab_c")

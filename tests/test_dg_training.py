@@ -115,6 +115,20 @@ def test_resumed_run_continues_exactly_with_swad(tmp_path):
     assert read_checkpoint(tmp_path / "b" / "model.pt")["swad_averaged"]
     again = train(new("CORAL", train_set, **options), train_set, val_set, quiet(out_dir=tmp_path / "b"))
     assert again.history == [] and int(again.last.update_count) == 9  # finished: nothing more to do
+    # the training time adds up over the interrupted and the resumed process, and a finished run reports it
+    assert 0 < first.seconds < resumed.seconds == again.seconds
+    assert read_checkpoint(tmp_path / "b" / "model.pt")["train_seconds"] == resumed.seconds
+
+
+def test_a_checkpoint_written_before_training_time_was_recorded_resumes_with_unknown_time(tmp_path):
+    train_set, val_set, _ = datasets()
+    train(new("ERM", train_set), train_set, val_set, quiet(out_dir=tmp_path, stop_at=4))
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["train_seconds"] > 0
+    del state["train_seconds"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    resumed = train(new("ERM", train_set), train_set, val_set, quiet(out_dir=tmp_path))
+    assert int(resumed.last.update_count) == 7 and np.isnan(resumed.seconds)
 
 
 def test_boda_hooks_get_counts_and_refresh_centroids(tmp_path):

@@ -227,8 +227,8 @@ def model_cost_table(scores: pd.DataFrame) -> pd.DataFrame:
     :data:`aecfe.evaluation.COST_COLUMNS`, the median training time of one model and the median inference time
     per sample; NA where the scores carry no timings (written before they were timed, or predictions made
     outside the evaluation, like the few-shot fine-tuning's). A deep baseline whose step was interrupted and run
-    again loads the models it had finished (``train_dg`` keeps them), so their "training" is the load time; only
-    an uninterrupted step times every training."""
+    again loads the models it had finished (``train_dg`` keeps them) with the training time their checkpoints
+    recorded (NA for checkpoints written before that was recorded, which the median leaves out)."""
     rows = []
     for (method, head), trained in scores.groupby(["method", "head"], sort=True):
         training = trained["variant"].where(trained["protocol"] != "matrix", "")

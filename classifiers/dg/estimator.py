@@ -68,7 +68,9 @@ class DGClassifier(ClassifierMixin, BaseEstimator):
             run of ``out_dir``, so a BoDA fit of the same settings is reused.
 
     Fitted attributes: ``classes_``, ``algorithm_`` (the final model), ``history_``, ``train_indices_`` and
-    ``validation_indices_`` (positions in ``X``), ``crops_`` (whether ``X`` held cell crops).
+    ``validation_indices_`` (positions in ``X``), ``crops_`` (whether ``X`` held cell crops), ``train_seconds_``
+    (wall time of the training, both stages for CRT, summed over the processes that ran it: a fit that loads a
+    finished run reports that run's time, NaN when its checkpoint predates the record).
     """
 
     def __init__(self, algorithm: str = "ERM", hparams: Mapping[str, Any] | None = None,
@@ -110,8 +112,10 @@ class DGClassifier(ClassifierMixin, BaseEstimator):
         if self.algorithm == "CRT":
             stage1 = self._fit_stage(data, train_index, val_index, "BoDA", self._stage1_hparams(), None)
             result = self._fit_stage(data, train_index, val_index, "CRT", self.hparams, stage1.algorithm)
+            self.train_seconds_ = stage1.seconds + result.seconds
         else:
             result = self._fit_stage(data, train_index, val_index, self.algorithm, self.hparams, None)
+            self.train_seconds_ = result.seconds
         self.algorithm_, self.history_ = result.algorithm, result.history
         self.train_indices_, self.validation_indices_ = train_index, val_index
         return self

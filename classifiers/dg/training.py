@@ -12,8 +12,8 @@ seed; before each update the global torch generator is seeded from (seed, step, 
 checkpoint therefore continues exactly as the uninterrupted run (same batches, same augmentations, same Adam
 state).
 
-Files under ``out_dir`` (rank 0): ``checkpoint.pt`` (latest state: weights, optimisers, schedulers, SWAD, step),
-``model.pt`` (the final model: the SWAD average when SWAD is on), ``log.jsonl`` (one line per logged step and per
+Files under ``out_dir`` (rank 0): ``checkpoint.pt`` (latest state: weights, optimisers, schedulers, SWAD, step,
+training seconds so far), ``model.pt`` (the final model: the SWAD average when SWAD is on, and the training seconds), ``log.jsonl`` (one line per logged step and per
 checkpoint). Both ``.pt`` files load with ``torch.load(..., weights_only=True)``; :func:`load_algorithm`
 rebuilds the algorithm from either.
 
@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import logging
 import time
 from dataclasses import dataclass, field
@@ -80,12 +81,15 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """algorithm: the final model (the SWAD average when SWAD ran, else the last weights); last: the last
-    weights; history: one record per checkpoint (step, losses, validation); swad: the SWAD state or None."""
+    weights; history: one record per checkpoint (step, losses, validation); swad: the SWAD state or None;
+    seconds: wall time of the training loop summed over every process that ran it (a resumed or finished run
+    adds the time its checkpoint recorded; NaN when that checkpoint predates the record)."""
 
     algorithm: Algorithm
     last: Algorithm
     history: list[dict[str, Any]] = field(default_factory=list)
     swad: SWAD | None = None
+    seconds: float = math.nan
 
 
 def _world() -> tuple[int, int]:
@@ -189,24 +193,28 @@ def train(algorithm: Algorithm, train_set: ImageDataset, val_set: ImageDataset |
     writer = rank == 0 and out_dir is not None
     if writer:
         out_dir.mkdir(parents=True, exist_ok=True)
-    start, finished = 0, False
+    start, finished, seconds = 0, False, 0.0
     if out_dir is not None and config.resume and (out_dir / "checkpoint.pt").is_file():
-        start, finished = _restore(algorithm, swad, out_dir / "checkpoint.pt")
+        start, finished, seconds = _restore(algorithm, swad, out_dir / "checkpoint.pt")
         logger.info("resumed from %s at step %d%s", out_dir / "checkpoint.pt", start,
                     " (finished)" if finished else "")
     history: list[dict[str, Any]] = []
     if not finished:
-        history, finished = _loop(algorithm, data, plan, swad, val_set, config, start, out_dir if writer else None)
+        history, finished, seconds = _loop(algorithm, data, plan, swad, val_set, config, start,
+                                           out_dir if writer else None, seconds)
     final = swad.averaged(algorithm) if swad is not None else algorithm
     if writer and finished:
-        checkpoints.save_atomic(_model_state(final, train_set, data, swad_averaged=swad is not None),
-                                out_dir / "model.pt")
-    return TrainResult(final, algorithm, history, swad)
+        state = _model_state(final, train_set, data, swad_averaged=swad is not None)
+        checkpoints.save_atomic({**state, "train_seconds": seconds}, out_dir / "model.pt")
+    return TrainResult(final, algorithm, history, swad, seconds)
 
 
 def _loop(algorithm: Algorithm, data: TrainingData, plan: BatchPlan, swad: SWAD | None, val_set, config,
-          start: int, out_dir: Path | None) -> tuple[list[dict[str, Any]], bool]:
-    """Steps ``start`` … until the end, a dead SWAD valley or ``config.stop_at``; returns (history, finished)."""
+          start: int, out_dir: Path | None, seconds_before: float = 0.0
+          ) -> tuple[list[dict[str, Any]], bool, float]:
+    """Steps ``start`` … until the end, a dead SWAD valley or ``config.stop_at``; returns (history, finished,
+    training seconds: ``seconds_before`` plus this loop's wall time up to its last step and validation, as the
+    last checkpoint records them)."""
     hp, steps, rank = algorithm.hparams, data.steps, data.rank
     stop_at = steps if config.stop_at is None else min(steps, config.stop_at)
     history = []
@@ -214,7 +222,7 @@ def _loop(algorithm: Algorithm, data: TrainingData, plan: BatchPlan, swad: SWAD 
     bar = tqdm(total=steps, initial=start, desc=type(algorithm).__name__, unit="step",
                disable=not (config.progress and rank == 0))
     started = time.perf_counter()
-    finished = stop_at == steps
+    finished, seconds = stop_at == steps, seconds_before
     for step, (x, y, _) in zip(range(start, stop_at), loader):
         torch.manual_seed(step_seed(config.seed, step, rank))
         algorithm.train()
@@ -224,11 +232,12 @@ def _loop(algorithm: Algorithm, data: TrainingData, plan: BatchPlan, swad: SWAD 
             swad.update(algorithm, step)
         bar.update()
         bar.set_postfix({k: f"{v:.4f}" for k, v in list(losses.items())[:3]})
+        seconds = seconds_before + time.perf_counter() - started
         if out_dir is not None and (step % config.log_every == 0):
             _log(out_dir, {"step": step, **losses, "seconds": round(time.perf_counter() - started, 3)})
         if step % hp["checkpoint_every"] != 0 and step != steps - 1:
             if step == stop_at - 1 and out_dir is not None:  # interrupted: state only, no validation or segment
-                checkpoints.save_atomic(_checkpoint_state(algorithm, swad, data, step, finished=False),
+                checkpoints.save_atomic(_checkpoint_state(algorithm, swad, data, step, finished=False, seconds=seconds),
                                         out_dir / "checkpoint.pt")
             continue
         record = {"step": step, **losses}
@@ -247,16 +256,17 @@ def _loop(algorithm: Algorithm, data: TrainingData, plan: BatchPlan, swad: SWAD 
         history.append(record)
         logger.info("step %d/%d: %s", step, steps, "  ".join(f"{k} {v:.4f}" for k, v in record.items()
                                                               if k != "step" and "/" not in k))
+        seconds = seconds_before + time.perf_counter() - started  # validation included
         if out_dir is not None:
             _log(out_dir, {"checkpoint": True, **record})
-            checkpoints.save_atomic(_checkpoint_state(algorithm, swad, data, step, finished=stop or step == steps - 1),
-                  out_dir / "checkpoint.pt")
+            checkpoints.save_atomic(_checkpoint_state(algorithm, swad, data, step, finished=stop or step == steps - 1,
+                                                      seconds=seconds), out_dir / "checkpoint.pt")
         if stop:
             logger.info("SWAD loss valley is dead: early stop at step %d", step)
             finished = True
             break
     bar.close()
-    return history, finished
+    return history, finished, seconds
 
 
 def _average_buffers(algorithm: Algorithm) -> None:
@@ -283,10 +293,10 @@ def _model_state(algorithm: Algorithm, train_set: ImageDataset, data: TrainingDa
             "swad_averaged": swad_averaged, "model": algorithm.state_dict()}
 
 
-def _checkpoint_state(algorithm: Algorithm, swad: SWAD | None, data: TrainingData, step: int, finished: bool
-                      ) -> dict[str, Any]:
+def _checkpoint_state(algorithm: Algorithm, swad: SWAD | None, data: TrainingData, step: int, finished: bool,
+                      seconds: float) -> dict[str, Any]:
     state = _model_state(algorithm, data.dataset, data, swad_averaged=False)
-    state.update({"step": step, "finished": finished, "seed": data.seed,
+    state.update({"step": step, "finished": finished, "seed": data.seed, "train_seconds": seconds,
                   "optimizers": [o.state_dict() for o in algorithm.optimizers],
                   "schedulers": [s.state_dict() for s in algorithm.schedulers],
                   "swad": None if swad is None else swad.state_dict()})
@@ -303,8 +313,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoints.read_checkpoint(path, CHECKPOINT_FORMAT, "DG checkpoint")
 
 
-def _restore(algorithm: Algorithm, swad: SWAD | None, path: Path) -> tuple[int, bool]:
-    """Load a checkpoint into ``algorithm`` (and ``swad``); returns (next step, finished)."""
+def _restore(algorithm: Algorithm, swad: SWAD | None, path: Path) -> tuple[int, bool, float]:
+    """Load a checkpoint into ``algorithm`` (and ``swad``); returns (next step, finished, training seconds so far:
+    NaN for a checkpoint written before they were recorded)."""
     state = read_checkpoint(path)
     expected = (type(algorithm).__name__, algorithm.num_classes, algorithm.num_domains)
     found = (state["algorithm"], state["num_classes"], state["num_domains"])
@@ -317,7 +328,7 @@ def _restore(algorithm: Algorithm, swad: SWAD | None, path: Path) -> tuple[int, 
         scheduler.load_state_dict(saved)
     if swad is not None and state["swad"] is not None:
         swad.load_state_dict(state["swad"])
-    return int(state["step"]) + 1, bool(state["finished"])
+    return int(state["step"]) + 1, bool(state["finished"]), float(state.get("train_seconds", math.nan))
 
 
 def load_algorithm(path: str | Path, device: str | torch.device = "cpu") -> tuple[Algorithm, dict[str, Any]]:
