@@ -223,3 +223,15 @@ def test_report_puts_each_deep_baseline_on_both_inputs_side_by_side_and_names_th
     text = write_report(tmp_path / "report", methods_dir, {}, title="T", command="cmd").read_text()
     assert "## Deep baselines: whole image vs detector crop (f1-macro)" in text
     assert (tmp_path / "report" / "results_dg_inputs_f1_macro.csv").is_file()
+
+
+def test_few_shot_heads_are_listed_in_the_order_of_k_not_of_their_text(methods_dir):
+    for k in (0, 10, 20, 5):
+        path = methods_dir / "FewShot" / f"FewShot_k{k}"
+        path.mkdir(parents=True)
+        fake_scores([0.3 + k / 100]).to_csv(path / "scores.csv", index=False)
+    table = results_table(collect_scores(methods_dir))
+    few_shot = [head for method, head in table.index if method == "FewShot"]
+    assert few_shot == ["FewShot_k0", "FewShot_k5", "FewShot_k10", "FewShot_k20"]
+    side = input_table(table)
+    assert list(side.loc[side["algorithm"] == "FewShot", "head"]) == few_shot

@@ -47,7 +47,8 @@ RANK_BY = ("LODO", "f1_macro")
 def collect_scores(methods_dir: str | Path) -> pd.DataFrame:
     """Every ``<method>/<head>/scores.csv`` under ``methods_dir`` as one frame with a ``method`` column."""
     frames, methods_dir = [], Path(methods_dir)
-    paths = sorted(methods_dir.glob("*/*/scores.csv")) + sorted(methods_dir.glob("*/folds/*/*/scores.csv"))
+    paths = (sorted(methods_dir.glob("*/*/scores.csv"), key=natural_key)
+             + sorted(methods_dir.glob("*/folds/*/*/scores.csv"), key=natural_key))
     for path in paths:  # <method>/<head>/scores.csv, or <method>/folds/<held-out domain>/<head>/scores.csv
         # class and domain names such as "NA" stay text; an untimed model's empty cost cells are NaN
         scores = pd.read_csv(path, keep_default_na=False, na_values={column: [""] for column in COST_COLUMNS})
@@ -58,6 +59,11 @@ def collect_scores(methods_dir: str | Path) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+def natural_key(text) -> list:
+    """Sort key that orders the numbers inside names by value: ``FewShot_k5`` before ``FewShot_k10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
 
 
 def _pairs(scores: pd.DataFrame, protocol: str, variant: str, which: str) -> pd.DataFrame:
@@ -180,7 +186,7 @@ def input_table(table: pd.DataFrame, metric: str = "f1_macro") -> pd.DataFrame:
     rows = []
     for algorithm in DG_METHODS:
         methods = {key: dg_method(algorithm, key) for key in DG_INPUTS}
-        heads = sorted({head for method, head in table.index if method in methods.values()})
+        heads = sorted({head for method, head in table.index if method in methods.values()}, key=natural_key)
         for head in heads:
             cells = {key: table.loc[(method, head)] if (method, head) in table.index else None
                      for key, method in methods.items()}
