@@ -13,9 +13,9 @@ checkpoint therefore continues exactly as the uninterrupted run (same batches, s
 state).
 
 Files under ``out_dir`` (rank 0): ``checkpoint.pt`` (latest state: weights, optimisers, schedulers, SWAD, step,
-training seconds so far), ``model.pt`` (the final model: the SWAD average when SWAD is on, and the training seconds), ``log.jsonl`` (one line per logged step and per
-checkpoint). Both ``.pt`` files load with ``torch.load(..., weights_only=True)``; :func:`load_algorithm`
-rebuilds the algorithm from either.
+training seconds so far), ``model.pt`` (the final model: the SWAD average when SWAD is on; the training seconds),
+``log.jsonl`` (one line per logged step and per checkpoint). Both ``.pt`` files load with
+``torch.load(..., weights_only=True)``; :func:`load_algorithm` rebuilds the algorithm from either.
 
 Distributed (``torchrun``; gloo on CPU, nccl on GPU): each process reads its share of every global batch,
 gradients are averaged in :meth:`~classifiers.dg.algorithms.base.Algorithm.optimize`, the initial weights
@@ -32,8 +32,8 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
